@@ -1,0 +1,1 @@
+"""Agents: the generator (fill-in-the-middle), quality review, tool executor."""

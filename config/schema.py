@@ -1,0 +1,175 @@
+"""The typed configuration schema: every setting, its default and its valid values.
+
+Plain frozen dataclasses rather than pydantic: the loader validates leaf by leaf so that one bad
+value falls back to its default (and is reported with the file it came from) while the rest of the
+config still loads; pydantic's whole-model validation is all-or-nothing and costs import time at
+server start-up. Constraints live next to each field in ``metadata`` so that the loader, the error
+messages and the docs all read them from one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ModelRole = Literal["fim", "instruct", "embed"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+MemoryBackend = Literal["edge", "qdrant"]
+
+
+def choice(*values: str, doc: str = "") -> dict[str, Any]:
+    """Field metadata: one of a fixed set of strings."""
+    return {"choices": values, "doc": doc}
+
+
+def number(lo: float | None = None, hi: float | None = None, doc: str = "") -> dict[str, Any]:
+    """Field metadata: a number within [lo, hi] (either bound optional)."""
+    return {"min": lo, "max": hi, "doc": doc}
+
+
+def text(doc: str = "") -> dict[str, Any]:
+    return {"doc": doc}
+
+
+def plain_file_name(doc: str = "") -> dict[str, Any]:
+    """Field metadata: a bare file name; folders (and so ``..``) are rejected, so a config value
+    can never make the model cache write outside its folder."""
+    return {"plain_file_name": True, "doc": doc}
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """Special tokens of a fill-in-the-middle model (Qwen2.5-Coder spelling by default)."""
+
+    prefix: str = field(default="<|fim_prefix|>", metadata=text())
+    suffix: str = field(default="<|fim_suffix|>", metadata=text())
+    middle: str = field(default="<|fim_middle|>", metadata=text())
+    pad: str = field(default="<|fim_pad|>", metadata=text())
+    repo_name: str = field(default="<|repo_name|>", metadata=text())
+    file_sep: str = field(default="<|file_sep|>", metadata=text())
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's GGUF file comes from.
+
+    ``kind``: ``parts`` concatenates ``get_part_path()`` of each module in ``modules`` (in order);
+    ``assemble`` calls ``<modules[0]>.assemble(path)``; ``path`` uses ``path`` as it is.
+    """
+
+    kind: str = field(default="path", metadata=choice("parts", "assemble", "path"))
+    modules: tuple[str, ...] = field(default=(), metadata=text("importable module names"))
+    packages: tuple[str, ...] = field(default=(), metadata=text("PyPI packages that ship them"))
+    path: str = field(default="", metadata=text("a GGUF file (kind: path)"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalogue entry (config/models.yaml, or the user's own ``models:`` section)."""
+
+    name: str = field(default="", metadata=text())
+    role: str = field(default="fim", metadata=choice("fim", "instruct", "embed"))
+    source: ModelSource = field(default_factory=ModelSource)
+    file_name: str = field(
+        default="", metadata=plain_file_name("assembled file name in the model cache")
+    )
+    sha256: str = field(default="", metadata=text("expected sha256 of the assembled file"))
+    size_bytes: int = field(default=0, metadata=number(0))
+    n_ctx: int = field(default=4096, metadata=number(256, 131072))
+    chat_format: str = field(default="", metadata=text("llama.cpp chat format; empty: GGUF's"))
+    fim: FimTokens | None = None
+    pinned: bool = field(default=False, metadata=text("exempt from idle eviction"))
+    # An int is checked against min (-1: all layers), a string against choices.
+    n_gpu_layers: int | str = field(
+        default="auto",
+        metadata={
+            **number(-1, doc="'auto' (all layers when the build can offload) or a number"),
+            "choices": ("auto",),
+        },
+    )
+    n_threads: int = field(default=0, metadata=number(0, 256, "0: one per core"))
+    description: str = field(default="", metadata=text())
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    memory_budget_mb: int = field(
+        default=4096, metadata=number(64, 1 << 20, "RAM for loaded models (weights + KV cache)")
+    )
+    idle_timeout_s: float = field(
+        default=600.0, metadata=number(1, 86400, "unload a model idle this long (unless pinned)")
+    )
+    acquire_timeout_s: float = field(
+        default=60.0, metadata=number(0, 3600, "wait for busy models to free memory this long")
+    )
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    model: str = field(default="auto", metadata=text("catalogue name, or 'auto' (by hardware)"))
+    prefix_tokens: int = field(default=768, metadata=number(16, 16384))
+    suffix_tokens: int = field(default=96, metadata=number(0, 8192))
+    context_tokens: int = field(
+        default=512, metadata=number(0, 16384, "budget for other-file context")
+    )
+    max_tokens: int = field(default=64, metadata=number(1, 1024))
+    multiline_max_lines: int = field(default=8, metadata=number(1, 200))
+    debounce_ms: int = field(default=0, metadata=number(0, 5000))
+    cache_entries: int = field(default=256, metadata=number(0, 100000))
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    enabled: bool = True
+    model: str = field(default="qwen2.5-coder-1.5b", metadata=text("catalogue name"))
+    max_findings: int = field(default=10, metadata=number(0, 100))
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = True
+    backend: str = field(default="edge", metadata=choice("edge", "qdrant"))
+    url: str = field(default="", metadata=text("Qdrant server URL (backend: qdrant)"))
+    api_key_env: str = field(default="", metadata=text("env var holding the Qdrant API key"))
+    path: str = field(default="", metadata=text("store folder; empty: the cache folder"))
+    max_file_kb: int = field(default=512, metadata=number(1, 1 << 20))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    log_level: str = field(default="info", metadata=choice("debug", "info", "warning", "error"))
+    log_file: str = field(default="", metadata=text("also log to this file"))
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """What the untrusted layers (a workspace's ``.memlsp.yaml``, the editor's options) may change.
+
+    Read from the user's own config file only: a cloned repository must not be able to point the
+    server at code to import, files to load or a server to send the workspace to.
+    """
+
+    allow_workspace_models: bool = field(
+        default=False, metadata=text("let workspace config change models.*.source")
+    )
+    allow_workspace_memory_url: bool = field(
+        default=False, metadata=text("let workspace config change memory.url / api_key_env")
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``Config()`` is the built-in default and needs no file."""
+
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -1,0 +1,1 @@
+"""Workspace memory: MemOS textual memory on Qdrant."""

@@ -1,0 +1,65 @@
+"""The llama.cpp runtime, imported lazily and wired into our logging.
+
+Importing llama_cpp costs time, so it happens on first model load (in a worker thread), never at
+server start-up. Its C logger is redirected to Python logging: llama-cpp-python's own callback
+writes to stderr with an off-by-one level map, and with ``verbose=False`` it blanks fd 1 and 2 for
+the whole process during a load (GUIDE §5), which would eat JSON-RPC output. So we load with
+``verbose=True`` and let this callback decide what is worth logging.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from types import ModuleType
+from typing import Any
+
+llama_log = logging.getLogger("memlsp.llama_cpp")
+
+# ggml_log_level: 1 DEBUG, 2 INFO, 3 WARN, 4 ERROR, 5 CONT(inue the previous line).
+# llama.cpp's INFO is a page per load: keep it at our DEBUG.
+_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_callback: Any = None  # keep a reference: ctypes must not free the trampoline
+_last_level = logging.DEBUG
+
+
+def _forward(level: int, text: bytes | None, _user_data: Any) -> None:
+    global _last_level
+    if level != 5:
+        _last_level = _LEVELS.get(level, logging.DEBUG)
+    message = (text or b"").decode("utf-8", errors="replace").rstrip("\n")
+    if message and llama_log.isEnabledFor(_last_level):
+        llama_log.log(_last_level, "%s", message)
+
+
+def llama_cpp() -> ModuleType:
+    """Import llama_cpp once, with our log callback installed; thread-safe."""
+    global _module, _callback
+    with _lock:
+        if _module is None:
+            # On an internal assert ggml tries to attach gdb and can hang instead of exiting.
+            os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+            import llama_cpp as module
+
+            _callback = module.llama_log_callback(_forward)
+            module.llama_log_set(_callback, ctypes.c_void_p(0))
+            _module = module
+        return _module
+
+
+def supports_gpu_offload() -> bool:
+    return bool(llama_cpp().llama_supports_gpu_offload())
+
+
+def resolve_gpu_layers(setting: int | str) -> tuple[int, str]:
+    """Map ``n_gpu_layers`` to a number and a sentence saying what happened."""
+    if isinstance(setting, int):
+        return setting, f"n_gpu_layers={setting} (configured)"
+    if supports_gpu_offload():
+        return -1, "all layers offloaded to the GPU (auto: this llama.cpp build can offload)"
+    return 0, "CPU only (auto: this llama.cpp build has no GPU offload)"

