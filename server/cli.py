@@ -115,12 +115,44 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     return 0 if "return" in text else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the language server (what editors start)."""
+    import os
+
+    protocol_out = None
+    if not args.tcp:
+        from .stdio import claim_stdout
+
+        protocol_out = claim_stdout()  # before any import that might write to fd 1
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+    from . import logs
+    from .lsp import build_server
+
+    logs.configure(args.log_level)
+    server = build_server()
+    try:
+        if args.tcp:
+            host, _, port = args.tcp.rpartition(":")
+            server.start_tcp(host or "127.0.0.1", int(port))
+        else:
+            server.start_io(sys.stdin.buffer, protocol_out)
+    finally:
+        server.session.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memlsp", description=__doc__)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the language server (stdio by default)")
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--stdio", action="store_true", help="JSON-RPC on stdin/stdout (default)")
+    mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (127.0.0.1 by default)")
+    serve.set_defaults(func=cmd_serve)
 
     models = sub.add_parser("models", help="list or install the model catalogue")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -76,7 +76,11 @@ def test_handle_is_unusable_after_release(catalogue: dict[str, ModelSpec]) -> No
 
 
 def test_idle_eviction_spares_pinned(catalogue: dict[str, ModelSpec]) -> None:
-    pinned = {**catalogue, SMALL: dataclasses.replace(catalogue[SMALL], pinned=True)}
+    pinned = {
+        **catalogue,
+        SMALL: dataclasses.replace(catalogue[SMALL], pinned=True),
+        FIM: dataclasses.replace(catalogue[FIM], pinned=False),
+    }
     pool = _pool(pinned, idle_timeout_s=1)
     _generate(pool, SMALL)
     _generate(pool, FIM)

@@ -1,0 +1,319 @@
+"""The generator agent: fill-in-the-middle suggestions from a code model, with workspace context.
+
+``cached`` answers from the completion cache (including "typed-through": the user typed the start
+of the current suggestion) without touching a model, cheap enough for the event loop.
+``complete`` runs the model and blocks: call it in a worker thread. It decodes greedily with its
+own loop so it can stop between tokens (cancellation, end of line, end of block) and evaluate the
+prompt in small batches, checking for cancellation between them: a superseded request releases the
+model within one batch instead of after a whole prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from memlsp.config.schema import GeneratorConfig
+from memlsp.models import LoadedModel, ModelPool
+
+from .completion_cache import CompletionCache
+from .context import ContextProvider, ContextRequest
+from .fim_prompt import FimPromptBuilder, FimSpecialIds
+from .postprocess import CompletionMode, clean_completion, decide_mode
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens evaluated between two cancellation checks (~0.3 s on 2 cores with the 0.5B).
+EVAL_BATCH = 64
+
+
+class Cancelled(Exception):
+    """The request was cancelled or superseded; nothing to answer."""
+
+
+@dataclass(frozen=True)
+class InlineRequest:
+    doc_key: str  # the document's URI: per-document state (prefix window, supersession)
+    path: str  # shown to the model (relative to the workspace when possible)
+    language_id: str
+    prefix: str  # document text before the cursor
+    suffix: str  # document text after the cursor
+    repo_name: str = ""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    source: str  # "model", "cache" or "typed-through"
+    model: str
+    seconds: float
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class GeneratorStats:
+    requests: int = 0
+    model_calls: int = 0
+    cache_hits: int = 0
+    typed_through: int = 0
+    cancelled: int = 0
+    empty: int = 0
+    model_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GeneratorAgent:
+    def __init__(
+        self,
+        pool: ModelPool,
+        config: GeneratorConfig,
+        model_name: str,
+        context: ContextProvider | None = None,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.model_name = model_name
+        self.context = context
+        self.cache = CompletionCache(capacity=config.cache_entries)
+        self._builders: dict[str, FimPromptBuilder] = {}
+        self._lock = threading.Lock()
+        self._stats = GeneratorStats()
+
+    # -- fast path -----------------------------------------------------------------------
+
+    def cached(self, request: InlineRequest) -> Suggestion | None:
+        """A suggestion from the cache or typed-through reuse; None means: ask the model."""
+        started = time.perf_counter()
+        with self._lock:
+            self._stats.requests += 1
+        text = self.cache.get(request.prefix, request.suffix)
+        source = "cache"
+        if text is None:
+            text = self.cache.typed_through(request.prefix, request.suffix)
+            source = "typed-through"
+        if text is None:
+            return None
+        with self._lock:
+            if source == "cache":
+                self._stats.cache_hits += 1
+            else:
+                self._stats.typed_through += 1
+        return Suggestion(text, source, self.model_name, time.perf_counter() - started)
+
+    # -- model path ----------------------------------------------------------------------
+
+    def complete(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
+        """Ask the model. Raises Cancelled when ``cancel`` is set before the answer is ready."""
+        started = time.perf_counter()
+        if cancel.is_set():
+            raise self._cancelled()
+        mode = decide_mode(request.prefix, request.suffix, request.language_id)
+        chunks = []
+        if self.context is not None and self.config.context_tokens > 0:
+            ctx_request = ContextRequest(
+                path=request.path,
+                prefix=request.prefix,
+                suffix=request.suffix,
+                language_id=request.language_id,
+            )
+            try:
+                chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
+            except Exception:  # context is a bonus: never fail a completion over it
+                log.exception("context provider failed")
+        with self.pool.acquire(self.model_name) as model:
+            if cancel.is_set():
+                raise self._cancelled()
+            builder = self._builder(model)
+            tokenize = _tokenizer(model)
+            prompt = builder.build(
+                tokenize,
+                doc_key=request.doc_key,
+                path=request.path,
+                prefix=request.prefix,
+                suffix=request.suffix,
+                repo_name=request.repo_name,
+                chunks=chunks,
+            )
+            max_tokens = self.config.max_tokens
+            raw, reused, generated = _decode(
+                model,
+                prompt.tokens,
+                builder.ids.stops,
+                mode,
+                max_tokens,
+                self.config.multiline_max_lines,
+                request.prefix,
+                cancel,
+            )
+        if cancel.is_set():
+            raise self._cancelled()
+        text = clean_completion(
+            raw,
+            prefix=request.prefix,
+            suffix=request.suffix,
+            mode=mode,
+            max_lines=self.config.multiline_max_lines,
+        )
+        self.cache.put(request.prefix, request.suffix, text)
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._stats.model_calls += 1
+            self._stats.model_seconds += seconds
+            if not text:
+                self._stats.empty += 1
+        log.debug(
+            "completion %r (raw %r) in %.3f s, prompt %d (reused %d), %d generated",
+            text,
+            raw,
+            seconds,
+            len(prompt.tokens),
+            reused,
+            generated,
+        )
+        return Suggestion(
+            text, "model", self.model_name, seconds, len(prompt.tokens), reused, generated
+        )
+
+    def forget(self, doc_key: str) -> None:
+        for builder in self._builders.values():
+            builder.forget(doc_key)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            s = self._stats
+            return {
+                "model": self.model_name,
+                "requests": s.requests,
+                "model_calls": s.model_calls,
+                "cache_hits": s.cache_hits,
+                "typed_through": s.typed_through,
+                "cancelled": s.cancelled,
+                "empty": s.empty,
+                "model_seconds": round(s.model_seconds, 3),
+                "cache_entries": len(self.cache),
+            }
+
+    def _cancelled(self) -> Cancelled:
+        with self._lock:
+            self._stats.cancelled += 1
+        return Cancelled()
+
+    def _builder(self, model: LoadedModel) -> FimPromptBuilder:
+        builder = self._builders.get(model.name)
+        if builder is None:
+            fim = model.spec.fim
+            if fim is None:
+                raise ValueError(
+                    f"model '{model.name}' has no FIM tokens in the catalogue: it cannot "
+                    "complete code; choose a FIM model in agents.generator.model"
+                )
+            llama = model.llama
+
+            def special_id(text: str) -> int:
+                ids = llama.tokenize(text.encode(), add_bos=False, special=True)
+                if len(ids) != 1:
+                    raise ValueError(f"model '{model.name}' does not know the token {text!r}")
+                return int(ids[0])
+
+            builder = FimPromptBuilder(
+                FimSpecialIds.from_tokens(fim, special_id),
+                prefix_budget=self.config.prefix_tokens,
+                suffix_budget=self.config.suffix_tokens,
+                context_budget=self.config.context_tokens,
+            )
+            self._builders[model.name] = builder
+        return builder
+
+
+def _tokenizer(model: LoadedModel) -> Any:
+    llama = model.llama
+
+    def tokenize(text: str) -> list[int]:
+        if not text:
+            return []
+        return list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    return tokenize
+
+
+def _eval_prompt(llama: Any, tokens: list[int], cancel: threading.Event) -> int:
+    """Evaluate what differs from the KV cache, in small batches; returns tokens reused."""
+    n_past = int(llama.n_tokens)
+    cached = np.asarray(llama.input_ids[:n_past])
+    limit = min(n_past, len(tokens))
+    mismatch = np.nonzero(cached[:limit] != np.asarray(tokens[:limit]))[0]
+    common = int(mismatch[0]) if mismatch.size else limit
+    common = min(common, len(tokens) - 1)  # the last token must be evaluated for its logits
+    llama.n_tokens = common
+    for start in range(common, len(tokens), EVAL_BATCH):
+        if cancel.is_set():
+            raise Cancelled()
+        llama.eval(tokens[start : start + EVAL_BATCH])
+    return common
+
+
+def _decode(
+    model: LoadedModel,
+    tokens: list[int],
+    stops: frozenset[int],
+    mode: CompletionMode,
+    max_tokens: int,
+    max_lines: int,
+    prefix: str,
+    cancel: threading.Event,
+) -> tuple[str, int, int]:
+    """Greedy decoding with early stops; returns (text, reused prompt tokens, generated)."""
+    from memlsp.models.runtime import llama_cpp
+
+    lib = llama_cpp()
+    llama = model.llama
+    room = llama.n_ctx() - max_tokens - 1
+    if len(tokens) > room:  # keep the end: the FIM part matters most
+        tokens = tokens[-room:]
+    reused = _eval_prompt(llama, tokens, cancel)
+    vocab = lib.llama_model_get_vocab(llama.model)
+    n_vocab = llama.n_vocab()
+    out = bytearray()
+    line_start = prefix.rsplit("\n", 1)[-1]
+    generated = 0
+    for _ in range(max_tokens):
+        if cancel.is_set():
+            raise Cancelled()
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,))
+        token = int(np.argmax(logits))
+        if token in stops or lib.llama_vocab_is_eog(vocab, token):
+            break
+        out += llama.detokenize([token])
+        generated += 1
+        if _should_stop(out.decode("utf-8", errors="ignore"), mode, max_lines, line_start):
+            break
+        llama.eval([token])
+    return out.decode("utf-8", errors="ignore"), reused, generated
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _should_stop(text: str, mode: CompletionMode, max_lines: int, line_start: str) -> bool:
+    """Stop generating once the rest would be trimmed anyway (post-processing decides)."""
+    if mode == "single":
+        return "\n" in text.lstrip("\n") or (text.startswith("\n") and line_start.strip() != "")
+    lines = (line_start + text).split("\n")
+    complete = lines[:-1]  # the last line may still grow
+    if len(complete) > max_lines:
+        return True
+    if text.endswith("\n\n\n"):
+        return True
+    body = [line for line in complete if line.strip()]
+    if len(body) >= 2:
+        base = _indent(body[0])
+        return any(_indent(line) < base for line in body[1:])
+    return False

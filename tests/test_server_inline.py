@@ -1,0 +1,169 @@
+"""Inline completion over stdio: the real server, the real 0.5B FIM model, pytest-lsp as client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsp_helpers import (
+    TIMEOUT,
+    initialize,
+    inline,
+    inline_params,
+    insert,
+    open_doc,
+    server_config,
+    status,
+)
+from lsprotocol import types as lsp
+from pytest_lsp import LanguageClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FIM = "qwen2.5-coder-0.5b"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ws")
+
+
+@pytest_lsp.fixture(
+    scope="module",
+    config=server_config(Path("/nonexistent-memlsp-config")),
+)
+async def client(lsp_client: LanguageClient, workspace: Path):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    result = await initialize(lsp_client, workspace, agents={"generator": {"model": FIM}})
+    lsp_client.initialize_seconds = time.perf_counter() - started  # type: ignore[attr-defined]
+    lsp_client.capabilities_result = result  # type: ignore[attr-defined]
+    yield lsp_client
+    await lsp_client.shutdown_session()
+
+
+async def test_initialize_is_fast_and_advertises_inline_completion(
+    client: LanguageClient,
+) -> None:
+    result: lsp.InitializeResult = client.capabilities_result  # type: ignore[attr-defined]
+    assert result.capabilities.inline_completion_provider is not None
+    assert result.capabilities.completion_provider is not None
+    assert result.capabilities.text_document_sync is not None
+    assert client.initialize_seconds < 5  # type: ignore[attr-defined]  # generous for CI
+    loaded = (await status(client))["pool"]["models"]
+    assert not any(m["loaded"] for m in loaded.values()), "a model was loaded at start-up"
+
+
+async def test_obvious_body(client: LanguageClient, workspace: Path) -> None:
+    uri = open_doc(client, workspace / "add.py", "def add(a, b):\n    ")
+    text = await inline(client, uri, 1, 4)
+    assert text is not None
+    assert text.replace(" ", "").startswith("returna+b")
+    assert "\n" not in text.strip()
+
+
+async def test_multi_line_body(client: LanguageClient, workspace: Path) -> None:
+    source = "class Point:\n    def __init__(self, x, y):\n        "
+    uri = open_doc(client, workspace / "point.py", source)
+    text = await inline(client, uri, 2, 8)
+    assert text is not None
+    assert "self.x = x" in text and "self.y = y" in text
+    assert "\n" in text
+    assert "class " not in text  # stopped at the end of the block
+
+
+async def test_mid_line(client: LanguageClient, workspace: Path) -> None:
+    source = "def total(prices):\n    return sum()\n"
+    uri = open_doc(client, workspace / "total.py", source)
+    text = await inline(client, uri, 1, 15)  # between the parentheses
+    assert text is not None
+    assert "\n" not in text
+    assert "prices" in text
+    assert not text.endswith(")")  # the closing parenthesis is already there
+
+
+async def test_suggestion_repeating_the_suffix_is_dropped(
+    client: LanguageClient, workspace: Path
+) -> None:
+    source = "def add(a, b):\n    \n    return a + b\n"
+    uri = open_doc(client, workspace / "dup.py", source)
+    text = await inline(client, uri, 1, 4)
+    assert text is None or text.strip() != "return a + b"
+
+
+async def test_completion_item_carries_the_suggestion(
+    client: LanguageClient, workspace: Path
+) -> None:
+    uri = open_doc(client, workspace / "comp.py", "def add(a, b):\n    ret")
+    result = await asyncio.wait_for(
+        client.text_document_completion_async(
+            lsp.CompletionParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri),
+                position=lsp.Position(line=1, character=7),
+            )
+        ),
+        TIMEOUT,
+    )
+    assert isinstance(result, lsp.CompletionList)
+    assert len(result.items) == 1
+    edit = result.items[0].text_edit
+    assert isinstance(edit, lsp.TextEdit)
+    assert edit.range.start == lsp.Position(line=1, character=4)  # replaces "ret"
+    assert edit.new_text.replace(" ", "").startswith("returna+b")
+
+
+async def test_typed_through_reuse_needs_no_model_call(
+    client: LanguageClient, workspace: Path
+) -> None:
+    uri = open_doc(client, workspace / "typed.py", "def mul(a, b):\n    ")
+    first = await inline(client, uri, 1, 4)
+    assert first is not None and len(first) > 3
+    before = await status(client)
+    insert(client, uri, 2, 1, 4, first[:3])
+    second = await inline(client, uri, 1, 7)
+    after = await status(client)
+    assert second == first[3:]
+    pool_before, pool_after = before["pool"]["models"][FIM], after["pool"]["models"][FIM]
+    assert (pool_after["hits"], pool_after["misses"]) == (
+        pool_before["hits"],
+        pool_before["misses"],
+    )
+    assert after["generator"]["typed_through"] == before["generator"]["typed_through"] + 1
+    assert after["generator"]["model_calls"] == before["generator"]["model_calls"]
+
+
+async def test_burst_of_requests_while_typing(client: LanguageClient, workspace: Path) -> None:
+    """50 keystrokes, a request each, nobody waiting: the last is answered, the rest cancelled."""
+    uri = open_doc(client, workspace / "burst.py", "import math\n\n\ndef area(r):\n    ")
+    before = await status(client)
+    typed = "return math.pi * r * r  # area of a circle with radius r, in square units"[:50]
+    pending: list[asyncio.Future[object]] = []
+    for i, char in enumerate(typed):
+        insert(client, uri, 2 + i, 4, 4 + i, char)
+        future = asyncio.ensure_future(
+            client.protocol.send_request_async(
+                lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 4, 5 + i)
+            )
+        )
+        pending.append(future)
+        await asyncio.sleep(0.01)
+        if i % 10 == 5:  # some the client cancels explicitly, as editors do
+            client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=_last_id(client)))
+    results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), TIMEOUT)
+    assert len(results) == 50
+    assert not isinstance(results[-1], BaseException)
+    after = await status(client)
+    calls = after["generator"]["model_calls"] - before["generator"]["model_calls"]
+    cancelled = after["generator"]["cancelled"] - before["generator"]["cancelled"]
+    assert calls < 10, f"{calls} model calls for 50 superseded requests"
+    assert cancelled >= 40, f"only {cancelled} of 50 superseded requests were cancelled"
+    # Still healthy: an ordinary request right after is answered.
+    uri2 = open_doc(client, workspace / "after_burst.py", "def add(a, b):\n    ")
+    assert await inline(client, uri2, 1, 4)
+
+
+def _last_id(client: LanguageClient) -> int:
+    ids = [k for k in client.protocol._request_futures if isinstance(k, int)]
+    return max(ids) if ids else 0
