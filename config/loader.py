@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from .schema import Config, MemoryConfig, ModelSpec, SecurityConfig, ServerConfig
+from .schema import AgentsConfig, Config, MemoryConfig, ModelSpec, SecurityConfig, ServerConfig
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -186,6 +186,9 @@ _GUARDED: dict[tuple[type, str], str | None] = {
     # arbitrary files.
     (MemoryConfig, "path"): None,
     (ServerConfig, "log_file"): None,
+    # What we execute: the tool allow-list is the user's alone (the whole section, so a workspace
+    # cannot re-enable a tool the user turned off either).
+    (AgentsConfig, "tools"): None,
 }
 
 

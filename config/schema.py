@@ -125,10 +125,77 @@ class QualityConfig:
     max_findings: int = field(default=10, metadata=number(0, 100))
 
 
+# Output parsers the tool executor knows (memlsp.agents.tool_parsers.PARSERS has the same keys).
+TOOL_PARSERS = ("ruff-json", "py-compile", "lines")
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One allow-listed command the tool executor may run on a saved file.
+
+    ``argv`` is never given to a shell. Placeholders, replaced inside each argument: ``{file}``
+    (the file's absolute path) and ``{root}`` (the workspace root). An ``argv[0]`` of ``python``
+    means the server's own interpreter.
+    """
+
+    name: str = field(default="", metadata=text())
+    argv: tuple[str, ...] = field(default=(), metadata=text("command and arguments; no shell"))
+    languages: tuple[str, ...] = field(
+        default=(), metadata=text("LSP language ids it applies to; empty: all")
+    )
+    parser: str = field(default="lines", metadata=choice(*TOOL_PARSERS))
+    timeout_s: float = field(default=20.0, metadata=number(0.1, 3600))
+    max_output_kb: int = field(default=512, metadata=number(1, 1 << 20))
+    enabled: bool = True
+    fallback_module: str = field(
+        default="", metadata=text("when argv[0] is not on PATH, run `python -m` this instead")
+    )
+
+
+def default_tools() -> dict[str, ToolSpec]:
+    """The built-in allow-list: linters that only read the file and never run its code."""
+    return {
+        "ruff": ToolSpec(
+            name="ruff",
+            # On the saved file; --no-cache: no .ruff_cache left in the user's workspace;
+            # --force-exclude: files the project's ruff config excludes stay unlinted.
+            argv=(
+                "ruff",
+                "check",
+                "--output-format",
+                "json",
+                "--no-fix",
+                "--no-cache",
+                "--force-exclude",
+                "{file}",
+            ),
+            languages=("python",),
+            parser="ruff-json",
+            fallback_module="ruff",
+        ),
+        "py-compile": ToolSpec(
+            name="py-compile",
+            argv=("python", "-m", "py_compile", "{file}"),
+            languages=("python",),
+            parser="py-compile",
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """The tool executor's allow-list. Trusted layers only (see loader._GUARDED): a cloned
+    repository must not choose commands for us to run."""
+
+    enabled: bool = field(default=True, metadata=text("run no tools at all when false"))
+    allowed: dict[str, ToolSpec] = field(default_factory=default_tools)
+
+
 @dataclass(frozen=True)
 class AgentsConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class GGUFInfo:
         return n_layer * n_ctx * n_head_kv * (head_k + head_v) * 2
 
     @property
+    def head_count(self) -> int:
+        return self.get_int(f"{self.architecture}.attention.head_count", 1)
+
+    @property
     def vocab_size(self) -> int:
         return int(self.metadata.get("tokenizer.ggml.tokens.count", 0))
 

@@ -38,11 +38,13 @@ from .gguf_meta import GGUFFormatError, read_gguf_info
 
 log = logging.getLogger(__name__)
 
-# Estimated working memory beyond weights and KV cache: llama.cpp's compute buffers and the
-# logits row buffer llama-cpp-python keeps (n_batch x n_vocab float32). Calibrated with
-# tests/benchmarks/bench_pool.py (estimate vs measured RSS growth).
+# Memory estimate before a load, calibrated with tests/benchmarks/bench_pool.py against measured
+# RSS growth (load + a full prompt batch): llama.cpp repacks part of the quantized weights for the
+# CPU (hence more than the file), keeps an f16 KV cache, and a compute buffer that grows with
+# n_ctx x n_batch x heads. After a load the measured growth replaces the estimate if larger.
 N_BATCH = 512
-_COMPUTE_OVERHEAD = 64 << 20
+_WEIGHTS_FACTOR = 1.3
+_FIXED_OVERHEAD = 64 << 20
 
 
 @dataclass
@@ -104,6 +106,15 @@ LlamaFactory = Callable[..., Any]
 
 def _default_factory(**kwargs: Any) -> Any:
     return runtime.llama_cpp().Llama(**kwargs)
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux), 0 where unknown."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class ModelPool:
@@ -218,8 +229,10 @@ class ModelPool:
             }
             if spec.chat_format:
                 kwargs["chat_format"] = spec.chat_format
+            rss_before = _rss_bytes()
             with contextlib.redirect_stderr(_StderrToLog()):
                 llama = self._factory(**kwargs)
+            grown = _rss_bytes() - rss_before
         except Exception as exc:
             with self._cv:
                 self._release_reservation(entry)
@@ -233,6 +246,9 @@ class ModelPool:
             raise error from exc
         seconds = time.monotonic() - started
         entry.llama, entry.path, entry.gpu, entry.n_gpu_layers = llama, path, gpu_note, n_gpu_layers
+        if grown > entry.bytes_estimate:
+            with self._cv:  # measured beats estimated (another load may have grown too: rare)
+                entry.bytes_estimate = grown
         entry.stats.loads += 1
         entry.stats.load_seconds += seconds
         entry.stats.last_error = ""
@@ -248,8 +264,9 @@ class ModelPool:
             info = read_gguf_info(path)
         except GGUFFormatError as exc:
             raise ModelCorruptError(spec.name, f"model '{spec.name}': {path}: {exc}") from exc
-        logits = N_BATCH * info.vocab_size * 4
-        return path.stat().st_size + info.kv_cache_bytes(spec.n_ctx) + logits + _COMPUTE_OVERHEAD
+        weights = int(path.stat().st_size * _WEIGHTS_FACTOR)
+        compute = spec.n_ctx * N_BATCH * info.head_count * 4
+        return weights + info.kv_cache_bytes(spec.n_ctx) + compute + _FIXED_OVERHEAD
 
     def _reserve(self, entry: _Entry, estimate: int) -> None:
         name = entry.spec.name
