@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .refactor_schema import RefactorConfig
+
 ModelRole = Literal["fim", "instruct", "embed"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 MemoryBackend = Literal["edge", "qdrant"]
@@ -196,6 +198,7 @@ class AgentsConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    refactor: RefactorConfig = field(default_factory=RefactorConfig)
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,9 @@ class ModelPool:
             with contextlib.redirect_stderr(_StderrToLog()):
                 llama = self._factory(**kwargs)
             grown = _rss_bytes() - rss_before
+            # verbose=True was only for the load (see runtime.py); at run time llama-cpp-python
+            # would print() per call onto sys.stdout, which the CLI's output owns.
+            llama.verbose = False
         except Exception as exc:
             with self._cv:
                 self._release_reservation(entry)

@@ -121,8 +121,10 @@ def main() -> int:
     results: dict[str, Any] = {"models": {}}
     for name in args.models.split(","):
         results["models"][name] = measure_model(pool, name)
-    results["overhead"] = {"model": "qwen2.5-coder-0.5b",
-                           **overhead(pool, "qwen2.5-coder-0.5b", args.calls)}
+    results["overhead"] = {
+        "model": "qwen2.5-coder-0.5b",
+        **overhead(pool, "qwen2.5-coder-0.5b", args.calls),
+    }
     pool.close()
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
