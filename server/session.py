@@ -6,18 +6,16 @@ loads, inference) runs in executors, never on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from memlsp.agents.context import RecentContextRing
-from memlsp.agents.generator import Cancelled, GeneratorAgent, InlineRequest, Suggestion
+from memlsp.agents.generator import GeneratorAgent
 from memlsp.config import Config, ConfigIssue, load_config
 from memlsp.models import ModelError, ModelPool
 
@@ -33,14 +31,6 @@ def uri_to_path(uri: str) -> Path | None:
     if parsed.scheme != "file":
         return None
     return Path(unquote(parsed.path))
-
-
-@dataclass(frozen=True)
-class CursorText:
-    uri: str
-    language_id: str
-    prefix: str
-    suffix: str
 
 
 def _listed(pool_stats: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +53,9 @@ class Session:
         self._generator_lock = threading.Lock()
         # Completions get their own small executor: background work must never queue ahead.
         self.completion_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-complete")
-        self._inflight: dict[str, threading.Event] = {}
+        self.background_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-background")
+        self._shutdown_hooks: list[Callable[[], None]] = []
+        self._status_sources: dict[str, Callable[[], Any]] = {}
         self._reported_errors: set[str] = set()
 
     # -- configuration -------------------------------------------------------------------
@@ -101,6 +93,10 @@ class Session:
             self.pool.reconfigure(self.config.models, self.config.pool)
         with self._generator_lock:
             self._generator = None  # rebuilt on next use with the new settings
+
+    def current_generator(self) -> GeneratorAgent | None:
+        """The agent if it exists (cheap; for the event loop's cache lookups)."""
+        return self._generator
 
     def generator(self) -> GeneratorAgent:
         """The generator agent; resolving the 'auto' model may import llama.cpp (worker only)."""
@@ -145,54 +141,6 @@ class Session:
         if self._generator is not None:
             self._generator.forget(uri)
 
-    # -- completion ----------------------------------------------------------------------
-
-    async def suggest(self, cursor: CursorText) -> Suggestion | None:
-        """The suggestion at a cursor; None when superseded, cancelled or failed."""
-        request = InlineRequest(
-            doc_key=cursor.uri,
-            path=self.relative_path(cursor.uri),
-            language_id=cursor.language_id,
-            prefix=cursor.prefix,
-            suffix=cursor.suffix,
-            repo_name=self.workspace_root.name if self.workspace_root else "",
-        )
-        # A newer request for a document supersedes the older one (typing ahead of the model).
-        previous = self._inflight.pop(cursor.uri, None)
-        if previous is not None:
-            previous.set()
-        generator = self._generator
-        if generator is not None:
-            hit = generator.cached(request)
-            if hit is not None:
-                return hit
-        cancel = threading.Event()
-        self._inflight[cursor.uri] = cancel
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self.completion_executor, self._complete_blocking, request, cancel
-            )
-        except asyncio.CancelledError:  # $/cancelRequest: stop the worker between tokens
-            cancel.set()
-            raise
-        except Cancelled:
-            return None
-        except ModelError as exc:
-            self.report_model_error(exc)
-            return None
-        finally:
-            if self._inflight.get(cursor.uri) is cancel:
-                del self._inflight[cursor.uri]
-
-    def _complete_blocking(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
-        generator = self.generator()
-        # The first request (before the agent existed) could not use the cache on the loop.
-        hit = generator.cached(request)
-        if hit is not None:
-            return hit
-        return generator.complete(request, cancel)
-
     def report_model_error(self, exc: ModelError) -> None:
         log.error("%s", exc)
         message = str(exc)
@@ -202,22 +150,36 @@ class Session:
 
     # -- status and shutdown -------------------------------------------------------------
 
+    def add_status_source(self, name: str, source: Callable[[], Any]) -> None:
+        self._status_sources[name] = source
+
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        self._shutdown_hooks.append(hook)
+
     def status(self) -> dict[str, Any]:
-        return {
+        report: dict[str, Any] = {
             "version": VERSION,
             "workspace": str(self.workspace_root) if self.workspace_root else None,
             "config_issues": [str(i) for i in self.config_issues],
             "pool": _listed(self.pool.stats()) if self.pool else None,
             "generator": self._generator.stats() if self._generator else None,
         }
-
-    def cancel_all(self) -> None:
-        for event in self._inflight.values():
-            event.set()
-        self._inflight.clear()
+        for name, source in self._status_sources.items():
+            try:
+                report[name] = source()
+            except Exception as exc:  # a broken feature must not break status
+                report[name] = {"error": str(exc)}
+        return report
 
     def close(self) -> None:
-        self.cancel_all()
+        """Stop everything; idempotent (shutdown, then exit or EOF, may both call it)."""
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook failed")
         self.completion_executor.shutdown(wait=False, cancel_futures=True)
+        self.background_executor.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()

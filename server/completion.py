@@ -1,0 +1,150 @@
+"""Inline completion and completion: thin handlers over the generator agent.
+
+Latency-sensitive: cache and typed-through hits are answered on the event loop; model calls run in
+the session's completion executor. A newer request for a document supersedes the older one (its
+generation stops between tokens), and `$/cancelRequest` does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lsprotocol import types as lsp
+
+from memlsp.agents.generator import Cancelled, InlineRequest, Suggestion
+from memlsp.models import ModelError
+
+from .documents import cursor_text
+
+if TYPE_CHECKING:
+    from .lsp import MemlspServer
+    from .session import Session
+
+
+@dataclass(frozen=True)
+class CursorText:
+    uri: str
+    language_id: str
+    prefix: str
+    suffix: str
+
+
+class CompletionService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._inflight: dict[str, threading.Event] = {}
+        session.on_shutdown(self.cancel_all)
+
+    async def suggest(self, cursor: CursorText) -> Suggestion | None:
+        """The suggestion at a cursor; None when superseded, cancelled or failed."""
+        session = self.session
+        root = session.workspace_root
+        request = InlineRequest(
+            doc_key=cursor.uri,
+            path=session.relative_path(cursor.uri),
+            language_id=cursor.language_id,
+            prefix=cursor.prefix,
+            suffix=cursor.suffix,
+            repo_name=root.name if root else "",
+        )
+        previous = self._inflight.pop(cursor.uri, None)
+        if previous is not None:
+            previous.set()
+        generator = session.current_generator()
+        if generator is not None:
+            hit = generator.cached(request)
+            if hit is not None:
+                return hit
+        cancel = threading.Event()
+        self._inflight[cursor.uri] = cancel
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                session.completion_executor, self._complete_blocking, request, cancel
+            )
+        except asyncio.CancelledError:  # $/cancelRequest: stop the worker between tokens
+            cancel.set()
+            raise
+        except Cancelled:
+            return None
+        except ModelError as exc:
+            session.report_model_error(exc)
+            return None
+        finally:
+            if self._inflight.get(cursor.uri) is cancel:
+                del self._inflight[cursor.uri]
+
+    def _complete_blocking(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
+        generator = self.session.generator()
+        # The first request (before the agent existed) could not use the cache on the loop.
+        hit = generator.cached(request)
+        if hit is not None:
+            return hit
+        return generator.complete(request, cancel)
+
+    def cancel_all(self) -> None:
+        for event in self._inflight.values():
+            event.set()
+        self._inflight.clear()
+
+
+def _word_before(prefix: str) -> str:
+    """The identifier characters right before the cursor (what a completion item replaces)."""
+    i = len(prefix)
+    while i > 0 and (prefix[i - 1].isalnum() or prefix[i - 1] == "_"):
+        i -= 1
+    return prefix[i:]
+
+
+def register(server: MemlspServer) -> None:
+    service = CompletionService(server.session)
+
+    def cursor(uri: str, position: lsp.Position) -> CursorText | None:
+        found = cursor_text(server, uri, position)
+        return CursorText(*found) if found else None
+
+    @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
+    async def inline_completion(
+        ls: MemlspServer, params: lsp.InlineCompletionParams
+    ) -> lsp.InlineCompletionList | None:
+        here = cursor(params.text_document.uri, params.position)
+        if here is None:
+            return None
+        suggestion = await service.suggest(here)
+        if suggestion is None or not suggestion.text:
+            return lsp.InlineCompletionList(items=[])
+        span = lsp.Range(start=params.position, end=params.position)
+        return lsp.InlineCompletionList(
+            items=[lsp.InlineCompletionItem(insert_text=suggestion.text, range=span)]
+        )
+
+    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions())
+    async def completion(
+        ls: MemlspServer, params: lsp.CompletionParams
+    ) -> lsp.CompletionList | None:
+        here = cursor(params.text_document.uri, params.position)
+        if here is None:
+            return None
+        suggestion = await service.suggest(here)
+        if suggestion is None or not suggestion.text:
+            return lsp.CompletionList(is_incomplete=True, items=[])
+        # Replace the word being typed so the client's fuzzy filter matches our item.
+        word = _word_before(here.prefix)
+        start = lsp.Position(params.position.line, max(0, params.position.character - len(word)))
+        full = word + suggestion.text
+        first_line = full.split("\n", 1)[0]
+        item = lsp.CompletionItem(
+            label=first_line + (" …" if "\n" in full else ""),
+            kind=lsp.CompletionItemKind.Snippet,
+            detail=f"memlsp · {suggestion.model}",
+            filter_text=first_line,
+            sort_text="0",
+            insert_text_format=lsp.InsertTextFormat.PlainText,
+            text_edit=lsp.TextEdit(
+                range=lsp.Range(start=start, end=params.position), new_text=full
+            ),
+        )
+        return lsp.CompletionList(is_incomplete=True, items=[item])
