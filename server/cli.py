@@ -130,6 +130,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logs.configure(args.log_level)
     server = build_server()
+    session = server.session
+    from .control import ControlServer
+
+    control = ControlServer(session.status)
+    try:
+        control.start()
+        session.on_shutdown(control.close)
+    except OSError as exc:  # `memlsp status` will not see this server; serving matters more
+        logging.getLogger(__name__).warning("no control socket: %s", exc)
+    if args.metrics_port:
+        from .metrics import start_exporter
+
+        session.on_shutdown(
+            start_exporter(args.metrics_port, args.metrics_host, session.metrics, session.status)
+        )
     try:
         if args.tcp:
             host, _, port = args.tcp.rpartition(":")
@@ -141,8 +156,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask every running server (over its local control socket) for its stats."""
+    from .control import query_all
+    from .status_view import render_status
+
+    replies = query_all()
+    if args.json:
+        sys.stdout.write(json.dumps(replies, indent=2) + "\n")
+    elif not replies:
+        sys.stdout.write("no memlsp server is running for this user\n")
+    else:
+        for reply in replies:
+            sys.stdout.write(render_status(reply) + "\n")
+    return 0 if replies else 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memlsp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memlsp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"memlsp {_version()}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -152,7 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--stdio", action="store_true", help="JSON-RPC on stdin/stdout (default)")
     mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (127.0.0.1 by default)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on this port (off by default)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for the metrics endpoint (default: 127.0.0.1)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser("status", help="stats of the memlsp servers running on this machine")
+    status.add_argument("--json", action="store_true", help="print raw JSON")
+    status.set_defaults(func=cmd_status)
 
     models = sub.add_parser("models", help="list or install the model catalogue")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
 from memlsp.agents.generator import Cancelled, InlineRequest, Suggestion
 from memlsp.models import ModelError
 
+from .acceptance import ACCEPT_COMMAND, AcceptanceStats
 from .documents import cursor_text
 
 if TYPE_CHECKING:
@@ -36,10 +37,25 @@ class CompletionService:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._inflight: dict[str, threading.Event] = {}
+        self.acceptance = AcceptanceStats()
         session.on_shutdown(self.cancel_all)
+        session.add_status_source("acceptance", self.acceptance.snapshot)
 
-    async def suggest(self, cursor: CursorText) -> Suggestion | None:
+    async def suggest(self, cursor: CursorText, feature: str) -> Suggestion | None:
         """The suggestion at a cursor; None when superseded, cancelled or failed."""
+        done = self.session.metrics.timer(feature)
+        try:
+            suggestion = await self._suggest(cursor)
+        except asyncio.CancelledError:
+            done("cancelled")
+            raise
+        if suggestion is None:
+            done("cancelled")
+        else:
+            done(suggestion.source if suggestion.text else "empty")
+        return suggestion
+
+    async def _suggest(self, cursor: CursorText) -> Suggestion | None:
         session = self.session
         root = session.workspace_root
         request = InlineRequest(
@@ -91,6 +107,17 @@ class CompletionService:
         self._inflight.clear()
 
 
+def _accept_args(args: tuple[Any, ...]) -> tuple[str, str, int, str]:
+    """Tolerant parse: editors may send fewer arguments than we put in the command."""
+    defaults: list[Any] = ["", "", 0, "full"]
+    language, model, chars, kind = [*args[:4], *defaults[len(args[:4]) :]]
+    try:
+        count = int(chars)
+    except (TypeError, ValueError):
+        count = 0
+    return str(language), str(model), count, str(kind)
+
+
 def _word_before(prefix: str) -> str:
     """The identifier characters right before the cursor (what a completion item replaces)."""
     i = len(prefix)
@@ -113,13 +140,31 @@ def register(server: MemlspServer) -> None:
         here = cursor(params.text_document.uri, params.position)
         if here is None:
             return None
-        suggestion = await service.suggest(here)
+        suggestion = await service.suggest(here, "inline_completion")
         if suggestion is None or not suggestion.text:
             return lsp.InlineCompletionList(items=[])
         span = lsp.Range(start=params.position, end=params.position)
-        return lsp.InlineCompletionList(
-            items=[lsp.InlineCompletionItem(insert_text=suggestion.text, range=span)]
+        service.acceptance.shown(here.language_id, suggestion.model)
+        accepted = lsp.Command(
+            title="memlsp: suggestion accepted",
+            command=ACCEPT_COMMAND,
+            arguments=[here.language_id, suggestion.model, len(suggestion.text), "full"],
         )
+        return lsp.InlineCompletionList(
+            items=[
+                lsp.InlineCompletionItem(insert_text=suggestion.text, range=span, command=accepted)
+            ]
+        )
+
+    # pygls resolves command handlers' annotations at call time: only names importable here.
+    @server.command(ACCEPT_COMMAND)
+    def on_accepted(ls: Any, *args: Any) -> None:
+        """The editor ran the item's command: the user took the suggestion (or part of it).
+
+        Arguments: language, model, accepted characters, "full" or "partial".
+        """
+        language, model, chars, kind = _accept_args(args)
+        service.acceptance.accepted(language, model, chars, kind == "partial")
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions())
     async def completion(
@@ -128,7 +173,7 @@ def register(server: MemlspServer) -> None:
         here = cursor(params.text_document.uri, params.position)
         if here is None:
             return None
-        suggestion = await service.suggest(here)
+        suggestion = await service.suggest(here, "completion")
         if suggestion is None or not suggestion.text:
             return lsp.CompletionList(is_incomplete=True, items=[])
         # Replace the word being typed so the client's fuzzy filter matches our item.

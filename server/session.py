@@ -19,6 +19,8 @@ from memlsp.agents.generator import GeneratorAgent
 from memlsp.config import Config, ConfigIssue, load_config
 from memlsp.models import ModelError, ModelPool
 
+from .metrics import RequestMetrics
+
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
@@ -56,6 +58,8 @@ class Session:
         self.background_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-background")
         self._shutdown_hooks: list[Callable[[], None]] = []
         self._status_sources: dict[str, Callable[[], Any]] = {}
+        self.metrics = RequestMetrics()
+        self.add_status_source("requests", self.metrics.snapshot)
         self._reported_errors: set[str] = set()
 
     # -- configuration -------------------------------------------------------------------

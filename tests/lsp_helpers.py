@@ -15,10 +15,18 @@ SERVER = [sys.executable, "-m", "memlsp.server.cli", "serve"]
 TIMEOUT = 120.0
 
 
-def server_config(config_home: Path) -> ClientServerConfig:
+def server_config(config_home: Path, *extra_args: str) -> ClientServerConfig:
     """The real server, isolated from the developer's own config (not from the model cache)."""
     env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONUNBUFFERED": "1"}
-    return ClientServerConfig(server_command=SERVER, server_env=env)
+    return ClientServerConfig(server_command=[*SERVER, *extra_args], server_env=env)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def capabilities() -> lsp.ClientCapabilities:
