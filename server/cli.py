@@ -172,6 +172,94 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if replies else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the installation, models, memory store, config and tools; say how to fix each."""
+    from memlsp.config import load_config
+
+    from .doctor import FAIL, render, run_checks
+
+    workspace = Path(args.workspace).resolve() if args.workspace else Path.cwd()
+    loaded = load_config(workspace)
+    checks = run_checks(loaded, workspace, load_models=not args.no_load)
+    sys.stdout.write(render(checks) + "\n")
+    return 1 if any(c.state == FAIL for c in checks) else 0
+
+
+def _workspace_of(path: Path) -> Path:
+    """The nearest folder above ``path`` that looks like a project root (else its folder)."""
+    for folder in [path.parent, *path.parent.parents]:
+        if any((folder / marker).exists() for marker in (".git", ".memlsp.yaml", "pyproject.toml")):
+            return folder
+    return path.parent
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Print the inline suggestion at FILE:LINE:COL (1-based line and column)."""
+    import threading
+
+    from memlsp.agents.generator import GeneratorAgent, InlineRequest
+    from memlsp.config import load_config
+    from memlsp.models import ModelError, ModelPool
+
+    from .documents import language_from_uri
+    from .session import FIM_DEFAULT_CPU
+
+    target, line_no, col_no = _parse_location(args.location)
+    text = target.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if not 1 <= line_no <= len(lines):
+        sys.stderr.write(f"{target}: line {line_no} is outside 1..{len(lines)}\n")
+        return 2
+    offset = sum(len(line) + 1 for line in lines[: line_no - 1]) + min(
+        col_no - 1, len(lines[line_no - 1])
+    )
+    root = _workspace_of(target.resolve())
+    config = load_config(root).config
+    model = args.model or config.agents.generator.model
+    if model == "auto":
+        model = FIM_DEFAULT_CPU
+    pool = ModelPool.from_config(config)
+    agent = GeneratorAgent(pool, config.agents.generator, model)
+    request = InlineRequest(
+        doc_key=target.as_uri(),
+        path=str(target.resolve().relative_to(root)),
+        language_id=language_from_uri(target.name),
+        prefix=text[:offset],
+        suffix=text[offset:],
+        repo_name=root.name,
+    )
+    try:
+        suggestion = agent.complete(request, threading.Event())
+    except ModelError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    finally:
+        pool.close()
+    if args.json:
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "text": suggestion.text,
+                    "model": suggestion.model,
+                    "seconds": round(suggestion.seconds, 3),
+                }
+            )
+            + "\n"
+        )
+    else:
+        sys.stdout.write(suggestion.text + "\n")
+    return 0 if suggestion.text else 1
+
+
+def _parse_location(location: str) -> tuple[Path, int, int]:
+    path, _, rest = location.partition(":")
+    line, _, col = rest.partition(":")
+    try:
+        return Path(path), int(line or 1), int(col or 1)
+    except ValueError:
+        raise SystemExit(f"expected FILE:LINE:COL (1-based), got {location!r}") from None
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -205,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="address for the metrics endpoint (default: 127.0.0.1)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    doctor = sub.add_parser("doctor", help="check the installation and say how to fix problems")
+    doctor.add_argument("--workspace", help="workspace folder (default: current folder)")
+    doctor.add_argument("--no-load", action="store_true", help="do not try loading models")
+    doctor.set_defaults(func=cmd_doctor)
+
+    complete = sub.add_parser("complete", help="print the inline suggestion at FILE:LINE:COL")
+    complete.add_argument("location", metavar="FILE:LINE:COL", help="1-based line and column")
+    complete.add_argument("--model", help="FIM model (default: agents.generator.model)")
+    complete.add_argument("--json", action="store_true", help="print JSON with timing")
+    complete.set_defaults(func=cmd_complete)
 
     status = sub.add_parser("status", help="stats of the memlsp servers running on this machine")
     status.add_argument("--json", action="store_true", help="print raw JSON")

@@ -1,0 +1,102 @@
+"""The command line: doctor, complete, models, and their failure messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memlsp.config import Config, load_config
+from memlsp.models.assembly import target_path
+
+
+def run(*args: str, config_home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
+    return subprocess.run(
+        [sys.executable, "-m", "memlsp.server.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config_home(tmp_path: Path) -> Path:
+    home = tmp_path / "config"
+    (home / "memlsp").mkdir(parents=True)
+    return home
+
+
+def test_doctor_all_ok_on_defaults(config_home: Path, tmp_path: Path) -> None:
+    result = run("doctor", "--no-load", "--workspace", str(tmp_path), config_home=config_home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    model qwen2.5-coder-0.5b" in result.stdout
+    assert "0 failed" in result.stdout
+
+
+def test_doctor_pinpoints_broken_model_and_bad_config_key(
+    config_home: Path, tmp_path: Path
+) -> None:
+    good = target_path(load_config(None).config.models["qwen2.5-coder-0.5b"])
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(good.read_bytes()[: 1 << 20])  # truncated copy
+    (config_home / "memlsp" / "config.yaml").write_text(
+        "models:\n"
+        "  broken-coder:\n"
+        "    role: fim\n"
+        "    fim: {}\n"
+        f"    source: {{kind: path, path: {broken}}}\n"
+        f"    size_bytes: {good.stat().st_size}\n"
+        "agents:\n  generator:\n    model: broken-coder\n"
+    )
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / ".memlsp.yaml").write_text("pool:\n  memory_budjet_mb: 100\n")
+    result = run("doctor", "--no-load", "--workspace", str(workspace), config_home=config_home)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "FAIL  model broken-coder" in out
+    assert str(broken) in out and "truncated" in out
+    assert "did you mean 'memory_budget_mb'" in out
+    assert "1 failed" in out
+
+
+def test_complete_prints_the_suggestion(config_home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "calc.py"
+    source.write_text("def add(a, b):\n    \n")
+    result = run("complete", f"{source}:2:5", config_home=config_home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(" ", "").startswith("returna+b")
+
+
+def test_complete_rejects_a_line_outside_the_file(config_home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "calc.py"
+    source.write_text("x = 1\n")
+    result = run("complete", f"{source}:40:1", config_home=config_home)
+    assert result.returncode == 2
+    assert "line 40 is outside 1..2" in result.stderr
+
+
+def test_missing_model_names_the_package(config_home: Path, tmp_path: Path) -> None:
+    (config_home / "memlsp" / "config.yaml").write_text(
+        "models:\n  ghost:\n    role: fim\n    fim: {}\n    source:\n      kind: parts\n"
+        "      modules: [ghost_part1]\n      packages: [ghost-part1]\n"
+    )
+    source = tmp_path / "a.py"
+    source.write_text("def f():\n    \n")
+    result = run("complete", f"{source}:2:5", "--model", "ghost", config_home=config_home)
+    assert result.returncode == 1
+    assert "pip install ghost-part1" in result.stderr
+
+
+def test_models_list(config_home: Path) -> None:
+    result = run("models", "list", config_home=config_home)
+    assert result.returncode == 0
+    for name in Config().models or load_config(None).config.models:
+        assert name in result.stdout
