@@ -361,12 +361,24 @@ def _trim_following_lines(lines: list[str], before: str, suffix: str) -> list[st
     return lines
 
 
+def _drop_repeated_indent(text: str, before: str, prefix: str) -> str:
+    """The model sometimes writes the indentation the user already typed (seen at the end of a
+    file): strip it when that would put the line deeper than the block the user is in."""
+    if not before or before.strip() or not text.startswith(before):
+        return text
+    previous = _previous_nonblank(prefix)
+    if previous is None or _indent(previous) >= len(before):
+        return text  # the user has not indented past the line above: the model's indent counts
+    return text[len(before) :]
+
+
 def clean_completion(
     text: str, *, prefix: str, suffix: str, mode: CompletionMode, max_lines: int = 8
 ) -> str:
     """Trim raw model output to what should be shown; "" means drop the suggestion."""
     text = _cut_special_tokens(text).replace("\r\n", "\n")
     before, after = _cursor_line(prefix, suffix)
+    text = _drop_repeated_indent(text, before, prefix)
     if mode == "single":
         lines = [text.split("\n", 1)[0]]
     else:

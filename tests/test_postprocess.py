@@ -228,3 +228,15 @@ def test_typescript_nested_block_stops_at_outer_closer() -> None:
     assert (
         clean_completion(text, prefix=prefix, suffix=suffix, mode="multi") == "x += 1;\n    log(x);"
     )
+
+
+def test_indentation_the_user_already_typed_is_not_repeated() -> None:
+    # Seen at the end of a file: the model re-emits the cursor line's indentation.
+    prefix = "def add(a, b):\n    "
+    assert clean_completion("    return a + b", prefix=prefix, suffix="", mode="multi") == (
+        "return a + b"
+    )
+    # Not past the line above: the model's indentation is the block's own.
+    assert clean_completion("    x = 1", prefix="if a:\n    y = 2\n", suffix="", mode="multi") == (
+        "    x = 1"
+    )
