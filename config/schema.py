@@ -125,9 +125,24 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata=text("false: linters only, no model review"))
     model: str = field(default="qwen2.5-coder-1.5b", metadata=text("catalogue name"))
     max_findings: int = field(default=10, metadata=number(0, 100))
+    whole_file_max_lines: int = field(
+        default=150, metadata=number(0, 100000, "files this short are reviewed whole")
+    )
+    max_code_tokens: int = field(
+        default=1500, metadata=number(64, 32768, "code shown to the model per review")
+    )
+    max_tokens: int = field(default=512, metadata=number(16, 8192, "cap on the model's answer"))
+    max_llm_severity: str = field(
+        default="warning",
+        metadata=choice("error", "warning", "info", "hint", doc="model findings at most this"),
+    )
+    context_snippets: int = field(
+        default=3, metadata=number(0, 20, "workspace snippets shown for reference")
+    )
+    context_chars: int = field(default=1200, metadata=number(0, 20000, "their total size"))
 
 
 # Output parsers the tool executor knows (memlsp.agents.tool_parsers.PARSERS has the same keys).
@@ -212,6 +227,31 @@ class MemoryConfig:
     api_key_env: str = field(default="", metadata=text("env var holding the Qdrant API key"))
     path: str = field(default="", metadata=text("store folder; empty: the cache folder"))
     max_file_kb: int = field(default=512, metadata=number(1, 1 << 20))
+    include: tuple[str, ...] = field(
+        default=(), metadata=text("gitignore-style globs; when set, only matching files")
+    )
+    exclude: tuple[str, ...] = field(default=(), metadata=text("gitignore-style globs to skip"))
+    max_files: int = field(
+        default=20000, metadata=number(1, 10_000_000, "index at most this many files")
+    )
+    search_k: int = field(default=8, metadata=number(1, 100, "chunks a context search returns"))
+    context_budget_ms: int = field(
+        default=150,
+        metadata=number(10, 5000, "longest a completion waits for memory (then: last result)"),
+    )
+    ipc_timeout_ms: int = field(
+        default=1000, metadata=number(50, 60000, "a window's wait for the indexing window")
+    )
+    standby_preload: bool = field(
+        default=True,
+        metadata=text("other windows import the store library ahead, to take over in < 1 s"),
+    )
+    retry_s: float = field(
+        default=30.0, metadata=number(1, 3600, "retry an unavailable store after this long")
+    )
+    lexical_weight: float = field(
+        default=1.5, metadata=number(0, 10, "BM25's weight against the vectors' in rank fusion")
+    )
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,8 @@ class ModelPool:
                 "n_ctx": spec.n_ctx,
                 "n_batch": N_BATCH,
                 "n_threads": spec.n_threads or (os.cpu_count() or 1),
+                # Prompt/embedding batches use their own thread count (default: every core).
+                "n_threads_batch": spec.n_threads or (os.cpu_count() or 1),
                 "n_gpu_layers": n_gpu_layers,
                 "embedding": spec.role == "embed",
                 "verbose": True,  # see runtime.py: verbose=False blanks fd 1 during a load
