@@ -57,6 +57,7 @@ class ContextRequest:
     prefix: str
     suffix: str
     language_id: str
+    uri: str = ""  # the document's URI: lets a multi-root provider pick the right folder
 
 
 class ContextProvider(Protocol):

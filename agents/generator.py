@@ -85,6 +85,7 @@ class GeneratorAgent:
         self._builders: dict[str, FimPromptBuilder] = {}
         self._lock = threading.Lock()
         self._stats = GeneratorStats()
+        self._last_context: list[tuple[str, str]] = []
 
     # -- fast path -----------------------------------------------------------------------
 
@@ -122,11 +123,14 @@ class GeneratorAgent:
                 prefix=request.prefix,
                 suffix=request.suffix,
                 language_id=request.language_id,
+                uri=request.doc_key,
             )
             try:
                 chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
             except Exception:  # context is a bonus: never fail a completion over it
                 log.exception("context provider failed")
+        with self._lock:
+            self._last_context = [(c.source, c.path) for c in chunks]
         with self.pool.acquire(self.model_name) as model:
             if cancel.is_set():
                 raise self._cancelled()
@@ -198,6 +202,8 @@ class GeneratorAgent:
                 "empty": s.empty,
                 "model_seconds": round(s.model_seconds, 3),
                 "cache_entries": len(self.cache),
+                # where the last model call's extra context came from: [source, path] pairs
+                "last_context": [list(pair) for pair in self._last_context],
             }
 
     def _cancelled(self) -> Cancelled:

@@ -464,6 +464,12 @@ class WorkspaceMemory:
     def file_renamed(self, old: Path | str, new: Path | str) -> None:
         self._mutate("renamed", {"old": str(old), "new": str(new)})
 
+    def cancel_indexing(self) -> None:
+        """Stop the current full pass (the user cancelled its progress); owner only."""
+        owned = self._owned
+        if owned is not None:
+            owned.indexer.cancel_pass()
+
     def reindex(self, rebuild: bool = False) -> None:
         self._mutate("reindex", {"rebuild": bool(rebuild)})
 

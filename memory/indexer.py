@@ -156,6 +156,9 @@ class Indexer:
         # None: no full pass due; False: a pass is due; True: a rebuild (drop all first) is due.
         self._scan: bool | None = None
         self._cancel = threading.Event()
+        # Set by the user cancelling the progress bar: ends the current full pass only; what is
+        # indexed stays, and the next pass (restart or reindex) resumes via the manifest.
+        self._stop_pass = threading.Event()
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
@@ -191,6 +194,10 @@ class Indexer:
             if self._thread.is_alive():
                 log.info("memory indexer still finishing a batch; leaving it to stop on its own")
         self._save_manifest()
+
+    def cancel_pass(self) -> None:
+        """Stop the full pass in progress (saved-file updates still go on)."""
+        self._stop_pass.set()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or running (for tests, benchmarks and the CLI)."""
@@ -440,7 +447,13 @@ class Indexer:
         progress = _ProgressReporter(self, len(files), started)
         progress.report(0, "", force=True)
         last_save = time.monotonic()
+        self._stop_pass.clear()
         for done, rel in enumerate(files, 1):
+            if self._stop_pass.is_set():
+                log.info("memory: full pass cancelled after %d of %d files", done - 1, len(files))
+                self._save_manifest()
+                progress.report(done - 1, "", finished=True)
+                return
             self._drain_pending()
             self._index_file(rel, checked=True)
             progress.report(done, rel)

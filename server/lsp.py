@@ -10,13 +10,14 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
-from . import completion, documents, logs
+from . import completion, diagnostics, documents, logs, memory_feature
 from .documents import DocumentEvents
 from .session import VERSION, Session, uri_to_path
 
 log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "memlsp"
+STATUS_COMMAND = "memlsp.showStatus"
 _LOG_TYPES = {
     logging.ERROR: lsp.MessageType.Error,
     logging.WARNING: lsp.MessageType.Warning,
@@ -34,7 +35,7 @@ class MemlspServer(LanguageServer):
 
     def notify_user(self, message: str) -> None:
         """window/showMessage, safe from any thread: for things the user must act on."""
-        self._call_soon(
+        self.call_soon(
             lambda: self.window_show_message(
                 lsp.ShowMessageParams(type=lsp.MessageType.Warning, message=message)
             )
@@ -42,11 +43,12 @@ class MemlspServer(LanguageServer):
 
     def send_log(self, level: int, message: str) -> None:
         kind = next((t for lvl, t in _LOG_TYPES.items() if level >= lvl), lsp.MessageType.Log)
-        self._call_soon(
+        self.call_soon(
             lambda: self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
         )
 
-    def _call_soon(self, action: Any) -> None:
+    def call_soon(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` on the event loop (directly when already there), from any thread."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -68,8 +70,10 @@ def build_server() -> MemlspServer:
         ls._loop = asyncio.get_running_loop()
         logging.getLogger().addHandler(logs.ClientLogHandler(ls.send_log, logging.INFO))
         root = None
-        if params.workspace_folders:
-            root = uri_to_path(params.workspace_folders[0].uri)
+        folders = [uri_to_path(f.uri) for f in params.workspace_folders or []]
+        ls.session.folders = [f for f in folders if f is not None]
+        if ls.session.folders:
+            root = ls.session.folders[0]
         elif params.root_uri:
             root = uri_to_path(params.root_uri)
         options = params.initialization_options
@@ -100,8 +104,15 @@ def build_server() -> MemlspServer:
     async def shutdown(ls: MemlspServer, params: None) -> None:
         await asyncio.to_thread(ls.session.close)
 
+    @server.command(STATUS_COMMAND)
+    def show_status(ls: Any, *args: Any) -> dict[str, Any]:
+        """The same stats as the memlsp/status request, for editors' command palettes."""
+        return ls.session.status()  # type: ignore[no-any-return]
+
     documents.register(server)
     completion.register(server)
+    diagnostics.register(server)
+    memory_feature.register(server)
     return server
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from memlsp.agents.context import RecentContextRing
+from memlsp.agents.context import CompositeContextProvider, ContextProvider, RecentContextRing
 from memlsp.agents.generator import GeneratorAgent
 from memlsp.config import Config, ConfigIssue, load_config
 from memlsp.models import ModelError, ModelPool
@@ -45,12 +45,15 @@ class Session:
     def __init__(self, notify_user: Callable[[str], None]) -> None:
         self._notify_user = notify_user  # window/showMessage: only when the user must act
         self.workspace_root: Path | None = None
+        self.folders: list[Path] = []  # all workspace folders (multi-root); the first is the root
         self.init_options: Mapping[str, Any] | None = None
         self.client_settings: Mapping[str, Any] | None = None
         self.config = Config()
         self.config_issues: tuple[ConfigIssue, ...] = ()
         self.pool: ModelPool | None = None
         self.context = RecentContextRing()
+        # Providers ahead of the ring (workspace memory), set by features before first use.
+        self.extra_context: list[ContextProvider] = []
         self._generator: GeneratorAgent | None = None
         self._generator_lock = threading.Lock()
         # Completions get their own small executor: background work must never queue ahead.
@@ -59,6 +62,8 @@ class Session:
         self._shutdown_hooks: list[Callable[[], None]] = []
         self._status_sources: dict[str, Callable[[], Any]] = {}
         self.metrics = RequestMetrics()
+        # Set by the memory feature once the workspace memory is available.
+        self.memory_snippets: Callable[[str, str], list[str]] | None = None
         self.add_status_source("requests", self.metrics.snapshot)
         self._reported_errors: set[str] = set()
 
@@ -73,6 +78,8 @@ class Session:
         """(Re)load every layer and apply it live."""
         if root is not None:
             self.workspace_root = root
+            if root not in self.folders:
+                self.folders.insert(0, root)
         if init_options is not None:
             self.init_options = init_options
         if client_settings is not None:
@@ -98,6 +105,11 @@ class Session:
         with self._generator_lock:
             self._generator = None  # rebuilt on next use with the new settings
 
+    def reset_generator(self) -> None:
+        """Rebuild the generator on next use (its context providers changed)."""
+        with self._generator_lock:
+            self._generator = None
+
     def current_generator(self) -> GeneratorAgent | None:
         """The agent if it exists (cheap; for the event loop's cache lookups)."""
         return self._generator
@@ -108,8 +120,12 @@ class Session:
             if self._generator is None:
                 assert self.pool is not None
                 gen_config = self.config.agents.generator
+                providers: list[ContextProvider] = [*self.extra_context, self.context]
                 self._generator = GeneratorAgent(
-                    self.pool, gen_config, self.fim_model_name(), context=self.context
+                    self.pool,
+                    gen_config,
+                    self.fim_model_name(),
+                    context=CompositeContextProvider(providers),
                 )
             return self._generator
 
@@ -123,16 +139,22 @@ class Session:
 
     # -- documents -----------------------------------------------------------------------
 
+    def folder_of(self, uri: str) -> Path | None:
+        """The workspace folder holding the document (the deepest, for nested folders)."""
+        path = uri_to_path(uri)
+        if path is None:
+            return None
+        holding = [f for f in self.folders if path == f or f in path.parents]
+        return max(holding, key=lambda f: len(f.parts)) if holding else None
+
     def relative_path(self, uri: str) -> str:
+        """The document's path relative to its workspace folder (what the model and the
+        memory see); the file name alone outside every folder."""
         path = uri_to_path(uri)
         if path is None:
             return uri
-        if self.workspace_root is not None:
-            try:
-                return str(path.relative_to(self.workspace_root))
-            except ValueError:
-                pass
-        return path.name
+        folder = self.folder_of(uri)
+        return path.relative_to(folder).as_posix() if folder else path.name
 
     def note_opened(self, uri: str, text: str) -> None:
         self.context.note_open(self.relative_path(uri), text)
@@ -151,6 +173,11 @@ class Session:
         if message not in self._reported_errors:  # tell the user once, not per keystroke
             self._reported_errors.add(message)
             self._notify_user(f"memlsp: {message}")
+
+    def snippets_for(self, path: str, code: str) -> list[str]:
+        """Workspace snippets related to ``code`` for the review and refactor agents."""
+        provider = self.memory_snippets
+        return provider(path, code) if provider is not None else []
 
     # -- status and shutdown -------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""Workspace memory through the real server: background indexing with progress, retrieval in
+the completion prompt, re-index on save, a closed Qdrant URL leaving completions working."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest_lsp
+from lsp_helpers import TIMEOUT, initialize, inline, open_doc, server_config, status
+from lsprotocol import types as lsp
+from pytest_lsp import LanguageClient
+
+MODELS_PY = textwrap.dedent(
+    '''
+    """Billing records."""
+    from dataclasses import dataclass
+
+
+    @dataclass
+    class Invoice:
+        """An invoice sent to a customer."""
+
+        invoice_number: str
+        customer_email: str
+        amount_due_cents: int
+        is_paid: bool = False
+
+
+    def overdue_invoices(invoices):
+        """Invoices still unpaid."""
+        return [i for i in invoices if not i.is_paid]
+    '''
+)
+
+
+async def _memory_folder(client: LanguageClient, deadline_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        folders = (await status(client))["memory"]["folders"]
+        if folders and folders[0].get("chunks", 0) > 0 and folders[0].get("lag", 1) == 0:
+            return folders[0]  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"memory not ready: {folders}")
+        await asyncio.sleep(0.5)
+
+
+@pytest_lsp.fixture(config=server_config(Path("/nonexistent-memlsp-config")))
+async def client(lsp_client: LanguageClient, tmp_path: Path):  # type: ignore[no-untyped-def]
+    (tmp_path / "billing").mkdir()
+    (tmp_path / "billing" / "models.py").write_text(MODELS_PY)
+    (tmp_path / ".env").write_text("API_TOKEN=secret-value-123\n")
+    (tmp_path / ".gitignore").write_text("build/\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "generated.py").write_text("x = 1\n")
+    await initialize(lsp_client, tmp_path, agents={"generator": {"model": "qwen2.5-coder-0.5b"}})
+    yield lsp_client
+    await lsp_client.shutdown_session()
+
+
+async def test_indexes_in_background_with_progress_and_uses_memory(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    folder = await _memory_folder(client, TIMEOUT * 2)
+    assert folder["role"] == "owner"
+    assert folder["files_indexed"] >= 2  # models.py and .gitignore
+    skipped = folder["skipped"]
+    assert skipped.get("secret", 0) >= 1  # .env never indexed
+    titles = [
+        v.title
+        for reports in client.progress_reports.values()
+        for v in reports
+        if isinstance(v, lsp.WorkDoneProgressBegin)
+    ]
+    assert any("indexing" in t for t in titles), titles
+
+    source = (
+        "from billing.models import Invoice\n\n\n"
+        'def reminder(invoice: Invoice) -> str:\n    return f"Dear {invoice.'
+    )
+    uri = open_doc(client, tmp_path / "notify.py", source + '}"\n')
+    text = await inline(client, uri, 4, len('    return f"Dear {invoice.'))
+    context = (await status(client))["generator"]["last_context"]
+    assert ["memory", "billing/models.py"] in context, context
+    assert text is not None
+
+
+async def test_saved_file_is_reindexed(client: LanguageClient, tmp_path: Path) -> None:
+    await _memory_folder(client, TIMEOUT * 2)
+    before = (await status(client))["memory"]["folders"][0]["chunks"]
+    extra = tmp_path / "billing" / "tax.py"
+    uri = open_doc(client, extra, "def vat_rate(country_code):\n    return 0.2\n")
+    client.text_document_did_save(
+        lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri))
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while (await status(client))["memory"]["folders"][0]["chunks"] <= before:
+        assert time.monotonic() < deadline, "saved file was not indexed"
+        await asyncio.sleep(0.5)
