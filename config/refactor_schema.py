@@ -123,7 +123,7 @@ def _builtin_actions() -> dict[str, RefactorAction]:
 class RefactorConfig:
     enabled: bool = True
     model: str = field(default="qwen2.5-coder-1.5b", metadata={"doc": "catalogue name"})
-    max_tokens: int = field(default=1024, metadata=_number(16, 8192, "longest answer"))
+    max_tokens: int = field(default=2048, metadata=_number(16, 8192, "longest answer"))
     max_target_lines: int = field(
         default=300, metadata=_number(1, 100000, "refuse larger ranges (generation time)")
     )

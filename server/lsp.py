@@ -10,7 +10,7 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
-from . import completion, diagnostics, documents, logs, memory_feature
+from . import code_actions, completion, diagnostics, documents, logs, memory_feature, refactors
 from .documents import DocumentEvents
 from .session import VERSION, Session, uri_to_path
 
@@ -111,7 +111,8 @@ def build_server() -> MemlspServer:
 
     documents.register(server)
     completion.register(server)
-    diagnostics.register(server)
+    review = diagnostics.register(server)
+    code_actions.register(server, review, refactors.register(server))
     memory_feature.register(server)
     return server
 
