@@ -37,12 +37,16 @@ def capabilities() -> lsp.ClientCapabilities:
 
 
 async def initialize(
-    client: LanguageClient, root: Path, **init_options: Any
+    client: LanguageClient, root: Path, *, pull_diagnostics: bool = True, **init_options: Any
 ) -> lsp.InitializeResult:
+    caps = capabilities()
+    if not pull_diagnostics:  # Neovim 0.11 pulls; some tests need a client that takes pushes
+        assert caps.text_document is not None
+        caps.text_document.diagnostic = None
     return await asyncio.wait_for(
         client.initialize_session(
             lsp.InitializeParams(
-                capabilities=capabilities(),
+                capabilities=caps,
                 root_uri=root.as_uri(),
                 workspace_folders=[lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
                 initialization_options=init_options or None,
