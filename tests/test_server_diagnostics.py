@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 import pytest_lsp
 from lsp_helpers import TIMEOUT, capabilities, initialize, insert, server_config
 from lsprotocol import types as lsp
