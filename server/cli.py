@@ -251,6 +251,92 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0 if suggestion.text else 1
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    """Build or refresh the workspace memory of PATH, with a progress line, then a summary."""
+    import dataclasses
+
+    from memlsp.config import load_config
+    from memlsp.memory.coordinator import WorkspaceMemory
+    from memlsp.memory.indexer import IndexProgress
+    from memlsp.models import ModelPool
+
+    root = Path(args.path).resolve()
+    config = load_config(root).config
+    memory_config = config.memory
+    if args.qdrant_url:  # given on the command line by the user: trusted like their own file
+        memory_config = dataclasses.replace(memory_config, backend="qdrant", url=args.qdrant_url)
+    pool = ModelPool.from_config(config)
+
+    def show(p: IndexProgress) -> None:
+        rate = p.files_done / p.elapsed_s if p.elapsed_s else 0.0
+        eta = (p.files_total - p.files_done) / rate if rate else 0.0
+        sys.stderr.write(
+            f"\r{p.files_done}/{p.files_total} files, {p.chunks} chunks, {rate:.1f} files/s, "
+            f"ETA {eta:.0f} s   "
+        )
+
+    memory = WorkspaceMemory(root, memory_config, pool, on_progress=show)
+    memory.start()
+    if args.rebuild:
+        memory.reindex(rebuild=True)
+    try:
+        memory.wait_idle(args.timeout)
+    finally:
+        status = memory.status()
+        memory.close()
+        pool.close()
+    sys.stderr.write("\n")
+    sys.stdout.write(json.dumps(status, indent=2, default=str) + "\n")
+    return 1 if status.get("last_error") or status.get("role") == "disabled" else 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Print the quality agent's findings like a linter; exit 1 when there are findings."""
+    import dataclasses
+    import threading
+
+    from memlsp.agents.quality import QualityAgent
+    from memlsp.agents.review_types import ReviewRequest
+    from memlsp.agents.tools import ToolExecutor
+    from memlsp.config import load_config
+    from memlsp.models import ModelError, ModelPool
+
+    from .documents import language_from_uri
+
+    target = Path(args.file).resolve()
+    root = _workspace_of(target)
+    config = load_config(root).config
+    quality = config.agents.quality
+    if args.no_llm:
+        quality = dataclasses.replace(quality, enabled=False)
+    pool = ModelPool.from_config(config)
+    tools = (
+        ToolExecutor.from_config(config.agents.tools, root) if config.agents.tools.enabled else None
+    )
+    agent = QualityAgent(pool, quality, tools)
+    text = target.read_text(encoding="utf-8")
+    request = ReviewRequest(
+        uri=target.as_uri(),
+        path=str(target),
+        relative_path=str(target.relative_to(root)),
+        language_id=language_from_uri(target.name),
+        text=text,
+        version=1,
+    )
+    try:
+        result = agent.review(request, threading.Event())
+    except ModelError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    finally:
+        pool.close()
+    for f in sorted(result.findings, key=lambda f: (f.line, f.column)):
+        sys.stdout.write(
+            f"{args.file}:{f.line + 1}:{f.column + 1}: {f.code} {f.message} [{f.source}]\n"
+        )
+    return 1 if result.findings else 0
+
+
 def _parse_location(location: str) -> tuple[Path, int, int]:
     path, _, rest = location.partition(":")
     line, _, col = rest.partition(":")
@@ -304,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--model", help="FIM model (default: agents.generator.model)")
     complete.add_argument("--json", action="store_true", help="print JSON with timing")
     complete.set_defaults(func=cmd_complete)
+
+    index = sub.add_parser("index", help="build or refresh the workspace memory")
+    index.add_argument("path", nargs="?", default=".", help="workspace folder (default: .)")
+    index.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
+    index.add_argument("--qdrant-url", help="use a Qdrant server instead of the embedded store")
+    index.add_argument("--timeout", type=float, default=3600, help="give up after this long")
+    index.set_defaults(func=cmd_index)
+
+    review = sub.add_parser("review", help="review FILE like a linter (exit 1 on findings)")
+    review.add_argument("file")
+    review.add_argument("--no-llm", action="store_true", help="linters only")
+    review.set_defaults(func=cmd_review)
 
     status = sub.add_parser("status", help="stats of the memlsp servers running on this machine")
     status.add_argument("--json", action="store_true", help="print raw JSON")

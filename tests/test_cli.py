@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,39 @@ def test_models_list(config_home: Path) -> None:
     assert result.returncode == 0
     for name in Config().models or load_config(None).config.models:
         assert name in result.stdout
+
+
+def test_review_reports_like_a_linter_and_exits_1(config_home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\n\ndef f(x):\n    return x\n")
+    result = run("review", str(bad), "--no-llm", config_home=config_home)
+    assert result.returncode == 1, result.stderr
+    assert f"{bad}:1:8: F401 `os` imported but unused [ruff]" in result.stdout
+    good = tmp_path / "good.py"
+    good.write_text("def f(x):\n    return x\n")
+    clean = run("review", str(good), "--no-llm", config_home=config_home)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout == ""
+
+
+def test_index_builds_the_memory(config_home: Path, tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "shapes.py").write_text("def area(r):\n    return 3.14 * r * r\n")
+    (workspace / ".env").write_text("TOKEN=abc123456\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "memlsp.server.cli", "index", str(workspace)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            **os.environ,
+            "XDG_CONFIG_HOME": str(config_home),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["chunks"] >= 1
+    assert status["skipped"].get("secret") == 1
+    assert "files" in result.stderr  # the progress line
