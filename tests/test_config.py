@@ -152,7 +152,11 @@ models:
     assert mine.n_gpu_layers == 20
     assert mine.fim == FimTokens(prefix="<PRE>")
     assert set(loaded.config.models) == {
-        QWEN, "qwen2.5-coder-1.5b", "gemma3-270m", "minilm-l6-v2", "my-model"
+        QWEN,
+        "qwen2.5-coder-1.5b",
+        "gemma3-270m",
+        "minilm-l6-v2",
+        "my-model",
     }
 
 

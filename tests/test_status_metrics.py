@@ -85,7 +85,11 @@ async def test_status_command_finds_the_live_server(client: LanguageClient, tmp_
     out = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "memlsp.server.cli", "status", "--json"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     replies = json.loads(out.stdout)
@@ -94,8 +98,13 @@ async def test_status_command_finds_the_live_server(client: LanguageClient, tmp_
     models = {m["name"]: m for m in ours[0]["status"]["pool"]["models"]}
     assert models["qwen2.5-coder-0.5b"]["loaded"] is True
     human = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "memlsp.server.cli", "status"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        subprocess.run,
+        [sys.executable, "-m", "memlsp.server.cli", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert f"workspace: {tmp_path}" in human.stdout
     assert "qwen2.5-coder-0.5b" in human.stdout and "loaded" in human.stdout
