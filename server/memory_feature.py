@@ -41,6 +41,7 @@ class MemoryService:
         self.memories: dict[Path, WorkspaceMemory] = {}
         self._progress: dict[Path, Progress | None] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._latest: dict[Path, IndexProgress] = {}
         self._lock = threading.Lock()
         self.session.add_status_source("memory", self.status)
         self.session.on_shutdown(self.close)
@@ -92,15 +93,21 @@ class MemoryService:
         self.server.call_soon(lambda: self._progress_on_loop(folder, event))
 
     def _progress_on_loop(self, folder: Path, event: IndexProgress) -> None:
-        if folder not in self._progress and not event.done:
+        self._latest[folder] = event
+        if folder not in self._progress:
+            if event.done:
+                return  # a pass that ended before its bar existed: nothing to show
             self._progress[folder] = None  # creating
             task = asyncio.ensure_future(self._begin(folder))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
             return
         bar = self._progress.get(folder)
-        if bar is None:
-            return
+        if bar is not None:
+            self._show(folder, bar, event)
+        # else: the bar is being created; _begin shows the latest event once it exists
+
+    def _show(self, folder: Path, bar: Progress, event: IndexProgress) -> None:
         if event.done:
             bar.end(f"{event.files_done} files, {event.chunks} chunks")
             self._progress.pop(folder, None)
@@ -110,9 +117,12 @@ class MemoryService:
 
     async def _begin(self, folder: Path) -> None:
         cancel = threading.Event()
-        bar = await start_progress(self.server, f"memlsp: indexing {folder.name}", cancel=cancel)
+        bar = await start_progress(self.server, f"indexing {folder.name}", cancel=cancel)
         self._progress[folder] = bar
         threading.Thread(target=self._watch_cancel, args=(folder, cancel), daemon=True).start()
+        latest = self._latest.get(folder)
+        if latest is not None:  # the pass may have moved on, or even ended, meanwhile
+            self._show(folder, bar, latest)
 
     def _watch_cancel(self, folder: Path, cancel: threading.Event) -> None:
         while not cancel.wait(1.0):
