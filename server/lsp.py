@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "memlsp"
 STATUS_COMMAND = "memlsp.showStatus"
+SHUTDOWN_GRACE_S = 10.0  # how long `exit` waits for models and stores to close
 _LOG_TYPES = {
     logging.ERROR: lsp.MessageType.Error,
     logging.WARNING: lsp.MessageType.Warning,
@@ -32,6 +34,7 @@ class MemlspServer(LanguageServer):
         self.documents = DocumentEvents()
         self.after_initialized: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing: threading.Thread | None = None
 
     def notify_user(self, message: str) -> None:
         """window/showMessage, safe from any thread: for things the user must act on."""
@@ -101,8 +104,16 @@ def build_server() -> MemlspServer:
         return ls.session.status()
 
     @server.feature(lsp.SHUTDOWN)
-    async def shutdown(ls: MemlspServer, params: None) -> None:
-        await asyncio.to_thread(ls.session.close)
+    def shutdown(ls: MemlspServer, params: None) -> None:
+        # Reply at once and release resources in a thread: clients often send `exit` right
+        # after `shutdown`, and pygls exits on it even while an async shutdown is unanswered.
+        ls.closing = threading.Thread(target=ls.session.close, name="memlsp-close", daemon=True)
+        ls.closing.start()
+
+    @server.feature(lsp.EXIT)
+    def exit_(ls: MemlspServer, params: None) -> None:
+        if ls.closing is not None:
+            ls.closing.join(timeout=SHUTDOWN_GRACE_S)
 
     @server.command(STATUS_COMMAND)
     def show_status(ls: Any, *args: Any) -> dict[str, Any]:
