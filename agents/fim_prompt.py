@@ -15,6 +15,9 @@ the user types:
 Code is tokenized with ``special=False``: a literal ``<|endoftext|>`` in user code stays text. The
 format is Qwen2.5-Coder's (repo-level with ``<|repo_name|>`` / ``<|file_sep|>`` when there is
 context), with the token strings taken from the model catalogue.
+
+Credential values in every piece (prefix, suffix, context chunks) are masked before
+tokenizing (``redaction``); masking keeps line counts, so the prefix window's lines stay right.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from memlsp.config.schema import FimTokens
 
 from .context import ContextChunk
+from .redaction import mask_credentials
 
 Tokenize = Callable[[str], list[int]]
 
@@ -100,6 +104,10 @@ class FimPromptBuilder:
         repo_name: str = "",
         chunks: Sequence[ContextChunk] = (),
     ) -> FimPrompt:
+        # The suffix window reads at most ~8 characters a token: mask that much (and a margin,
+        # so a token cut at the end is still recognised), not a whole long file.
+        prefix = mask_credentials(prefix)
+        suffix = mask_credentials(suffix[: self.suffix_budget * 8 + 256])
         start_line, prefix_ids = self._prefix_window(tokenize, doc_key, prefix)
         suffix_ids = self._suffix_window(tokenize, suffix)
         fim = [self.ids.prefix, *prefix_ids, self.ids.suffix, *suffix_ids, self.ids.middle]
@@ -183,7 +191,8 @@ class FimPromptBuilder:
             return []
         ids = [self.ids.repo_name, *tokenize(f"{repo_name or 'workspace'}\n")]
         for chunk in chunks:
-            piece = [self.ids.file_sep, *tokenize(f"{chunk.path}\n{chunk.text.rstrip()}\n")]
+            text = mask_credentials(chunk.text).rstrip()
+            piece = [self.ids.file_sep, *tokenize(f"{chunk.path}\n{text}\n")]
             if len(ids) + len(piece) > self.context_budget:
                 break
             ids += piece

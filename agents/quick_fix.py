@@ -8,7 +8,9 @@ movement local: ``x == None`` -> ``x is None`` replaces two characters, not the 
 
 Parse check: Python with ``ast.parse``; the languages the chunker has tree-sitter grammars for
 must parse without error nodes. A model's replacement in any other language is never offered
-(it cannot be checked); a linter's fix is, since the linter knows its language.
+(it cannot be checked); a linter's fix is, since the linter knows its language. The model saw
+credential values masked: lines it copied masked get their original back, and a fix that would
+still write a mask is not offered (``redaction``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from memlsp.memory.chunker import SYNTAX_LANGUAGES
 from memlsp.memory.chunker import _parser as tree_sitter_parser
 
+from .redaction import restore_credentials
 from .review_scope import chunk_language
 from .review_types import ReviewFinding, TextEditSpec
 
@@ -50,6 +53,8 @@ def quick_fix_edit(text: str, finding: ReviewFinding, *, language_id: str) -> Te
     if not edits:
         return None
     fixed = apply_edits(text, edits)
+    if fixed is not None and finding.origin == "llm":
+        fixed = restore_credentials(text, fixed)
     if fixed is None or fixed == text:
         return None
     checked = parses(fixed, language_id)

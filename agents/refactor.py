@@ -29,6 +29,7 @@ from typing import Any
 from memlsp.config.refactor_schema import PROMPT_PLACEHOLDERS, RefactorAction, RefactorConfig
 from memlsp.models import ModelPool
 
+from .redaction import restore_credentials
 from .refactor_actions import (
     ActionOffer,
     DiagnosticInfo,
@@ -248,7 +249,13 @@ class RefactorAgent:
                 request.text, target.span, run.answer, request.language_id
             )
         else:
-            code = extract_code(run.answer)
+            # The model saw credential values masked: never write its *** over the real ones.
+            code = restore_credentials(request.text, extract_code(run.answer))
+            if code is None:
+                return result(
+                    "The model's rewrite would replace a credential with ***; nothing was changed.",
+                    **stats,
+                )
             outcome = build_edits(request.text, target.span, code, request.language_id)
         log.info(
             "refactor %s on %s: %d edit(s)%s in %.1f s (%d prompt, %d generated tokens)",

@@ -8,6 +8,9 @@ We tokenize ourselves rather than let ``create_chat_completion`` do it, for two 
   ``<|im_end|>`` in a reviewed file must stay text, not end the message (chat completion
   tokenizes the whole rendered prompt with special tokens on).
 
+Every chat prompt (reviews, refactors) goes through here, so this is where credential values in
+message contents are masked (``redaction``).
+
 The template is rendered with placeholders for the contents; the template's own text is then
 tokenized with special tokens, each content without.
 """
@@ -18,6 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .redaction import mask_credentials
 
 __all__ = ["ChatMessage", "chat_tokens"]
 
@@ -68,7 +73,7 @@ def render_tokens(
     position = 0
     for match in _PLACEHOLDER_RE.finditer(rendered):
         tokens += tokenize(rendered[position : match.start()], True)
-        tokens += tokenize(messages[int(match[1])].content, False)
+        tokens += tokenize(mask_credentials(messages[int(match[1])].content), False)
         position = match.end()
     tokens += tokenize(rendered[position:], True)
     return tokens

@@ -434,6 +434,21 @@ _ASSIGNED_SECRET = re.compile(
 )
 
 
+# `api_key: sk-4f9a0c...` in YAML, `PASSWORD=hunter22x` in an env or ini file: an unquoted value
+# running to the end of the line (or a `#` comment). Only a value with a letter and a digit and
+# none of `.()[]{}"',;` counts, so code (`token = self.token`, `password = read()`) is kept.
+_BARE_VALUE = r"[^\s\"'`()\[\]{},;.#=]"
+_ASSIGNED_BARE_SECRET = re.compile(
+    r"(?<![\w.-])"
+    r"(?P<key>[\w.-]*?(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|token)(?:[_-]?(?:key|base|value)){0,2}s?"
+    r"[ \t]*[:=][ \t]*)"
+    rf"(?={_BARE_VALUE}*\d)(?={_BARE_VALUE}*[A-Za-z]){_BARE_VALUE}{{8,}}"
+    r"(?=[ \t]*(?:#|$))",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def _mask_pem(match: re.Match[str]) -> str:
     # One mask per line of the key, so line numbers after it stay right.
     body = re.sub(r"[^\n]+", _MASK, match.group(3))
@@ -448,8 +463,10 @@ def _mask_assigned(match: re.Match[str]) -> str:
 def mask_secrets(text: str) -> str:
     """`text` with credentials replaced by `***`: private-key blocks, known token formats
     (AWS, GitHub, Slack, Google, Stripe, JWT), and quoted literals of 6+ characters assigned to
-    names like password/secret/api_key/token. Lines are never added or removed."""
+    names like password/secret/api_key/token (unquoted ones too, at the end of a line, when they
+    mix letters and digits). Lines are never added or removed."""
     if "PRIVATE KEY" in text:
         text = _PEM_PRIVATE_KEY.sub(_mask_pem, text)
     text = _TOKENS.sub(_MASK, text)
-    return _ASSIGNED_SECRET.sub(_mask_assigned, text)
+    text = _ASSIGNED_SECRET.sub(_mask_assigned, text)
+    return _ASSIGNED_BARE_SECRET.sub(lambda m: m.group("key") + _MASK, text)
