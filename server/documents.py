@@ -6,8 +6,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from lsprotocol import types as lsp
+from pygls.workspace import TextDocument
 
 if TYPE_CHECKING:
     from .lsp import MemlspServer
@@ -33,6 +35,12 @@ _LANGUAGES = {
 def language_from_uri(uri: str) -> str:
     suffix = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
     return _LANGUAGES.get(suffix, suffix)
+
+
+def opened_document(server: MemlspServer, uri: str) -> TextDocument | None:
+    """A document the client opened, never one read from disk: pygls's get_text_document reads
+    any path a request names (a FIFO, /dev/zero, a 20 MB file) on the event loop."""
+    return server.workspace.text_documents.get(unquote(uri))  # type: ignore[no-any-return]
 
 
 def cursor_text(

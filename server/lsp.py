@@ -11,7 +11,16 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
-from . import code_actions, completion, diagnostics, documents, logs, memory_feature, refactors
+from . import (
+    code_actions,
+    completion,
+    diagnostics,
+    documents,
+    logs,
+    memory_feature,
+    refactors,
+    test_hooks,
+)
 from .documents import DocumentEvents
 from .session import VERSION, Session, uri_to_path
 
@@ -125,6 +134,7 @@ def build_server() -> MemlspServer:
     review = diagnostics.register(server)
     code_actions.register(server, review, refactors.register(server))
     memory_feature.register(server)
+    test_hooks.register(server)
     return server
 
 
