@@ -1,0 +1,37 @@
+"""Typing soak through the real server over stdio (issue #10): inline latency per window, counts,
+server RSS (max, slope over the second half) against the pool budget plus a measured overhead,
+then two editors on one workspace. Prints JSON.
+
+Usage:
+  .venv/bin/python tests/benchmarks/bench_soak.py [--duration 1800] [--window 300]
+      [--pair-duration 120] [--model qwen2.5-coder-0.5b] [--quality-model NAME]
+      [--save-every 30] [--external-every 45] [--rss-every 5] [--debounce 0.05] [--seed 0]
+
+The driver lives in tests/soak_driver.py (tests/test_soak.py runs a 2-minute version of it); it is
+loaded by path because tests/ is not a package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+DRIVER = Path(__file__).resolve().parents[1] / "soak_driver.py"
+
+
+def main() -> int:
+    spec = importlib.util.spec_from_file_location("soak_driver", DRIVER)
+    assert spec is not None and spec.loader is not None
+    driver = importlib.util.module_from_spec(spec)
+    sys.modules["soak_driver"] = driver  # dataclasses look their module up here
+    spec.loader.exec_module(driver)
+    result = driver.main(sys.argv[1:])
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
