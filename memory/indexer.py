@@ -31,7 +31,7 @@ from .chunker import chunk_file
 from .filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
 from .lexical import LexicalIndex
 from .manifest import FileEntry, Manifest
-from .records import ChunkRecord, StoreError
+from .records import ChunkRecord, StoreError, StoreFullError
 from .store import CONTENT_HASH, FILE_PATH, MemoryStore
 
 __all__ = [
@@ -332,12 +332,15 @@ class Indexer:
                 job = self._next_job()
                 if job is None:
                     break
-                if job == "scan":
-                    self._full_index(rebuild=False)
-                elif job == "rebuild":
-                    self._full_index(rebuild=True)
-                else:
-                    self._apply(*job)
+                try:
+                    if job == "scan":
+                        self._full_index(rebuild=False)
+                    elif job == "rebuild":
+                        self._full_index(rebuild=True)
+                    else:
+                        self._apply(*job)
+                except StoreFullError as exc:
+                    self._pause(exc)
         except _Cancelled:
             pass
         except StoreError as exc:
@@ -349,6 +352,20 @@ class Indexer:
         finally:
             self._set_state("stopped")
             self._save_manifest()
+
+    def _pause(self, exc: StoreFullError) -> None:
+        """The disk is (nearly) full: stop writing, keep what is stored, and try again after
+        ``memory.retry_s``. A full pass then resumes through the manifest (the job that hit
+        the limit is in it: a pass looks at every file)."""
+        self._save_manifest()
+        self._error(f"indexing paused: {exc}")
+        self._set_state("paused (disk full)")
+        self._idle.set()  # nothing can progress meanwhile: `memlsp index` and tests stop waiting
+        if self._cancel.wait(self.config.retry_s):
+            raise _Cancelled
+        with self._cv:
+            self._scan = bool(self._scan)
+            self._idle.clear()
 
     def _next_job(self) -> str | tuple[str, Op] | None:
         """The next queued file, else a due full pass; waits (idle) when there is neither.
@@ -454,8 +471,12 @@ class Indexer:
                 self._save_manifest()
                 progress.report(done - 1, "", finished=True)
                 return
-            self._drain_pending()
-            self._index_file(rel, checked=True)
+            try:
+                self._drain_pending()
+                self._index_file(rel, checked=True)
+            except StoreFullError:
+                progress.report(done - 1, "", finished=True)  # ends the editor's progress bar
+                raise
             progress.report(done, rel)
             if time.monotonic() - last_save > SAVE_INTERVAL_S:
                 self._save_manifest()
@@ -524,7 +545,7 @@ class Indexer:
                     self._skip(rel, reason, gone=reason == NOT_A_FILE and not full.exists())
                     return
             self._index_checked(rel, full)
-        except _Cancelled:
+        except (_Cancelled, StoreFullError):
             raise
         except FileNotFoundError:
             self._skip(rel, NOT_A_FILE, gone=True)

@@ -15,6 +15,7 @@ __all__ = [
     "Hit",
     "StoreBusyError",
     "StoreError",
+    "StoreFullError",
     "StoreLockedError",
     "StoreUnavailableError",
     "chunk_id",
@@ -112,3 +113,9 @@ class StoreUnavailableError(StoreError):
 
 class StoreBusyError(StoreError):
     """The store is being optimized in a child process; reads are refused until it is back."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """Too little free disk space at the store to write (or open) it safely: Qdrant Edge maps
+    its files into memory, and a write to a mapped page the disk cannot back kills the process
+    with SIGBUS instead of raising, so the store refuses before that."""

