@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 if TYPE_CHECKING:
     from memlsp.config import Config
@@ -150,7 +150,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host, _, port = args.tcp.rpartition(":")
             server.start_tcp(host or "127.0.0.1", int(port))
         else:
-            server.start_io(sys.stdin.buffer, protocol_out)
+            from .stdio import ResyncingStdin
+
+            server.start_io(cast(BinaryIO, ResyncingStdin(sys.stdin.buffer)), protocol_out)
     finally:
         server.session.close()
     return 0
@@ -337,6 +339,13 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 1 if result.findings else 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the main job end to end: the real server, driven by a real LSP client."""
+    from .demo import run
+
+    return run(args)
+
+
 def _parse_location(location: str) -> tuple[Path, int, int]:
     path, _, rest = location.partition(":")
     line, _, col = rest.partition(":")
@@ -402,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("file")
     review.add_argument("--no-llm", action="store_true", help="linters only")
     review.set_defaults(func=cmd_review)
+
+    demo = sub.add_parser(
+        "demo", help="show the main job end to end (server + client) on a sample or PATH"
+    )
+    demo.add_argument(
+        "path", nargs="?", help="a workspace folder (default: a copy of the bundled sample)"
+    )
+    demo.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser("status", help="stats of the memlsp servers running on this machine")
     status.add_argument("--json", action="store_true", help="print raw JSON")

@@ -11,6 +11,8 @@ from urllib.parse import unquote
 from lsprotocol import types as lsp
 from pygls.workspace import TextDocument
 
+from .text_sync import line_count
+
 if TYPE_CHECKING:
     from .lsp import MemlspServer
 
@@ -46,12 +48,15 @@ def opened_document(server: MemlspServer, uri: str) -> TextDocument | None:
 def cursor_text(
     server: MemlspServer, uri: str, position: lsp.Position
 ) -> tuple[str, str, str, str] | None:
-    """(uri, language id, text before, text after) the cursor; None for unknown documents."""
+    """(uri, language id, text before, text after) the cursor; None for documents the client did
+    not open and for lines past the end (a client out of sync: a suggestion would land wrong)."""
+    doc = opened_document(server, uri)
+    if doc is None or position.line >= line_count(doc.lines):
+        return None
     try:
-        doc = server.workspace.get_text_document(uri)
         source = doc.source
         offset = min(doc.offset_at_position(position), len(source))
-    except Exception:  # unknown document or nonsense position: nothing to suggest
+    except Exception:  # nonsense position: nothing to suggest
         log.debug("no text at %s %s", uri, position, exc_info=True)
         return None
     return uri, doc.language_id or language_from_uri(uri), source[:offset], source[offset:]

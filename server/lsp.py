@@ -20,8 +20,10 @@ from . import (
     memory_feature,
     refactors,
     test_hooks,
+    text_sync,
 )
 from .documents import DocumentEvents
+from .rpc import MemlspProtocol
 from .session import VERSION, Session, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,10 @@ _LOG_TYPES = {
 
 
 class MemlspServer(LanguageServer):
+    protocol: MemlspProtocol
+
     def __init__(self) -> None:
-        super().__init__("memlsp", VERSION, max_workers=4)
+        super().__init__("memlsp", VERSION, max_workers=4, protocol_cls=MemlspProtocol)
         self.session = Session(notify_user=self.notify_user)
         self.documents = DocumentEvents()
         self.after_initialized: list[Callable[[], None]] = []
@@ -58,6 +62,10 @@ class MemlspServer(LanguageServer):
         self.call_soon(
             lambda: self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
         )
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        if not self.protocol.answered_unreadable(error):
+            super().report_server_error(error, source)
 
     def call_soon(self, action: Callable[[], Any]) -> None:
         """Run ``action`` on the event loop (directly when already there), from any thread."""
@@ -80,6 +88,7 @@ def build_server() -> MemlspServer:
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: MemlspServer, params: lsp.InitializeParams) -> None:
         ls._loop = asyncio.get_running_loop()
+        text_sync.install(ls)
         logging.getLogger().addHandler(logs.ClientLogHandler(ls.send_log, logging.INFO))
         root = None
         folders = [uri_to_path(f.uri) for f in params.workspace_folders or []]

@@ -5,7 +5,9 @@ lsprotocol types. The same machinery as tests/test_protocol_fuzz.py, with many m
 
 Prints JSON (cases fuzzed, checks, failed cases by kind, the first failures). Usage:
   .venv/bin/python tests/benchmarks/bench_fuzz.py [--examples 1000] [--encodings utf-16,utf-8]
-      [--model-calls] [--seed 0]
+      [--model-calls] [--seed 0] [--plain]
+To fuzz another commit's server, put a tree of its packages first on the server's PYTHONPATH
+(the benchmark itself imports no memlsp code).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def _load_fuzzing() -> ModuleType:
 fuzzing = _load_fuzzing()
 
 
-def fuzz(encoding: str, examples: int, model_calls: bool, run_seed: int) -> dict[str, Any]:
+def fuzz(
+    encoding: str, examples: int, model_calls: bool, run_seed: int, pieces: list[str]
+) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     root = Path(tempfile.mkdtemp(prefix="memlsp-fuzz-"))
     server = loop.run_until_complete(fuzzing.RawServer.start(root / "cfg"))
@@ -70,7 +74,9 @@ def fuzz(encoding: str, examples: int, model_calls: bool, run_seed: int) -> dict
         uri = (root / f"doc{counts['cases']}.py").as_uri()
         try:
             checks += loop.run_until_complete(
-                fuzzing.fuzz_document(server, data, uri, encoding, model_calls=model_calls)
+                fuzzing.fuzz_document(
+                    server, data, uri, encoding, model_calls=model_calls, pieces=pieces
+                )
             )
         except fuzzing.FuzzFailure as failure:
             counts[f"failed: {failure.kind}"] += 1
@@ -105,9 +111,15 @@ def main() -> None:
     parser.add_argument("--encodings", default="utf-16,utf-8,utf-32")
     parser.add_argument("--model-calls", action="store_true", help="also inline completions")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no characters that str.splitlines() breaks at but LSP does not (form feed, ...)",
+    )
     args = parser.parse_args()
+    pieces = fuzzing.PLAIN_PIECES if args.plain else fuzzing.PIECES
     runs = [
-        fuzz(encoding, args.examples, args.model_calls, args.seed)
+        fuzz(encoding, args.examples, args.model_calls, args.seed, pieces)
         for encoding in args.encodings.split(",")
     ]
     print(

@@ -1,0 +1,103 @@
+"""Text synchronisation as the LSP specification defines it, where pygls 2.1.1 does not.
+
+pygls splits lines with ``str.splitlines`` (which also breaks at form feed, \\x0b, \\x1c-\\x1e,
+NEL, U+2028 and U+2029), clamps a character past the end of the last line to one before its end,
+and maps "line length + 1" on a line ending in "\\r\\n" between the "\\r" and the "\\n". Each of
+these puts positions elsewhere than the client meant, and incremental edits then corrupt our copy
+of the document for good (found by tests/test_protocol_fuzz.py). The specification: lines end at
+"\\r\\n", "\\n" or "\\r"; a character past the end of a line means the end of that line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lsprotocol import types as lsp
+from pygls.workspace import TextDocument, Workspace
+from pygls.workspace.position_codec import PositionCodec, ServerTextPosition
+
+if TYPE_CHECKING:
+    from pygls.lsp.server import LanguageServer
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str) -> tuple[str, ...]:
+    """Lines with their line breaks, like ``splitlines(True)`` but only at LSP line breaks."""
+    return tuple(_LINE.findall(text))
+
+
+def line_count(lines: Sequence[str]) -> int:
+    """Lines as the client counts them: a final line break starts one more (empty) line."""
+    return len(lines) + (not lines or lines[-1].endswith(("\r", "\n")))
+
+
+def _code_units(text: str, encoding: str | None) -> int:
+    if encoding == lsp.PositionEncodingKind.Utf8:
+        return len(text.encode("utf-8"))
+    if encoding == lsp.PositionEncodingKind.Utf32:
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+class SpecPositionCodec(PositionCodec):
+    def position_from_client_units(
+        self, lines: Sequence[str], position: lsp.Position
+    ) -> ServerTextPosition:
+        if not lines:
+            return ServerTextPosition(0, 0)
+        if position.line >= len(lines):  # past the last line: the end of the document
+            return ServerTextPosition(len(lines) - 1, len(lines[-1]))
+        content = lines[position.line].rstrip("\r\n")
+        if _code_units(content, self.encoding) == len(content):  # one unit per character
+            return ServerTextPosition(position.line, max(0, min(position.character, len(content))))
+        taken = 0
+        for index, char in enumerate(content):
+            taken += self.impl.code_units_for_char(char)
+            if taken > position.character:  # inside or before this character
+                return ServerTextPosition(position.line, index)
+        return ServerTextPosition(position.line, len(content))
+
+
+class SpecTextDocument(TextDocument):
+    @property
+    def lines(self) -> Sequence[str]:
+        return split_lines(self.source)
+
+
+class SpecWorkspace(Workspace):
+    """pygls's workspace with the documents and positions above."""
+
+    def __init__(self, like: Workspace, sync_kind: lsp.TextDocumentSyncKind) -> None:
+        super().__init__(
+            like.root_uri, sync_kind, list(like.folders.values()), like.position_encoding
+        )
+        self._spec_codec = SpecPositionCodec(like.position_encoding)
+
+    @property
+    def position_codec(self) -> PositionCodec:
+        return self._spec_codec
+
+    def _create_text_document(
+        self,
+        doc_uri: str,
+        source: str | None = None,
+        version: int | None = None,
+        language_id: str | None = None,
+    ) -> TextDocument:
+        return SpecTextDocument(
+            doc_uri,
+            source=source,
+            version=version,
+            language_id=language_id,
+            sync_kind=self._sync_kind,
+            position_codec=self._spec_codec,
+        )
+
+
+def install(server: LanguageServer) -> None:
+    """Replace the workspace pygls made in `initialize` (before our handler runs, so it holds no
+    documents yet) with the spec-conforming one; it keeps the negotiated position encoding."""
+    server.protocol._workspace = SpecWorkspace(server.workspace, server._text_document_sync_kind)
