@@ -41,6 +41,7 @@ from .refactor_actions import (
 )
 from .review_chat import ChatMessage, chat_tokens
 from .text_edits import (
+    LineSpan,
     TextEdit,
     TextRange,
     build_comment_edits,
@@ -388,10 +389,24 @@ def build_messages(
         "instruction": instruction,
         "context": _context(outline, span.start, context_lines),
         "diagnostics": _diagnostics_text(diagnostics, lines, span.start),
+        "enclosing": _enclosing_text(outline, span),
     }
     user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], action.prompt).strip()
     system = COMMENT_SYSTEM if action.output == "comment" else CODE_SYSTEM
     return [ChatMessage("system", system), ChatMessage("user", user)]
+
+
+def _enclosing_text(outline: Outline, span: LineSpan) -> str:
+    """Where the code lives, when that changes the answer: a method's helper needs `self`."""
+    owner = outline.enclosing_class(span)
+    if owner is None:
+        return ""
+    this = "self" if outline.grammar == "python" else "this"
+    return (
+        f"The code is a method of class `{owner}`. If the extracted lines use `{this}`, make the "
+        f"new function a method of `{owner}` too, placed next to this one, and call it through "
+        f"`{this}`.\n\n"
+    )
 
 
 def _context(outline: Outline, before: int, count: int) -> str:

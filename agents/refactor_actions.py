@@ -37,6 +37,14 @@ _FUNCTIONS = {
 }
 _FUNCTIONS["typescript"] = _FUNCTIONS["tsx"] = _FUNCTIONS["javascript"]
 _FUNCTIONS["cpp"] = _FUNCTIONS["c"]
+# Class-like definitions whose functions are methods (a helper extracted from one needs `self`).
+_CLASSES = {
+    "python": frozenset({"class_definition"}),
+    "javascript": frozenset({"class_declaration", "class"}),
+    "java": frozenset({"class_declaration", "enum_declaration", "record_declaration"}),
+    "cpp": frozenset({"class_specifier", "struct_specifier"}),
+}
+_CLASSES["typescript"] = _CLASSES["tsx"] = _CLASSES["javascript"]
 # `const f = () => {...}` is a function; an inline callback is not (it is part of a statement).
 _FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function"})
 # Wrappers whose lines belong to the definition inside them.
@@ -174,6 +182,25 @@ class Outline:
             definition = self._definition(node, kinds)
             if definition is not None and _span(definition).contains(span):
                 return _span(definition)
+        return None
+
+    def enclosing_class(self, span: LineSpan) -> str | None:
+        """The name of the class whose method holds ``span``, if the function there is one."""
+        function = self.enclosing_function(span)
+        classes = _CLASSES.get(self.grammar or "", frozenset())
+        if function is None or not classes:
+            return None
+        kinds = _FUNCTIONS.get(self.grammar or "", frozenset())
+        # The first definition above the function decides: a function nested in a function
+        # inside a class is not a method.
+        for node in _ancestors(self.node_at(function.start)):
+            if _span(node) == function or node.type in _WRAPPERS:
+                continue
+            if node.type in kinds:
+                return None
+            if node.type in classes:
+                name = node.child_by_field_name("name")
+                return name.text.decode("utf-8", "replace") if name and name.text else "?"
         return None
 
     @staticmethod

@@ -32,7 +32,15 @@ ACTION_KINDS = (
     "source.fixAll",
 )
 # Placeholders a prompt may use; anything else in braces stays literal text.
-PROMPT_PLACEHOLDERS = ("code", "language", "instruction", "context", "diagnostics", "selection")
+PROMPT_PLACEHOLDERS = (
+    "code",
+    "language",
+    "instruction",
+    "context",
+    "diagnostics",
+    "selection",
+    "enclosing",  # what the code is in, when it matters (a method of class X)
+)
 
 
 def _choice(*values: str, doc: str = "") -> dict[str, Any]:

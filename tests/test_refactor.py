@@ -541,6 +541,32 @@ def test_extract_prompt_has_the_selection_and_the_whole_function() -> None:
     assert "```python\n    total = 0\n    for order in orders:\n" in user
 
 
+def test_extract_prompt_says_when_the_code_is_a_method() -> None:
+    action = builtin_config().actions["extract-function"]
+    outline = Outline(FIXTURE, "python")
+
+    def prompt(first: str, last: str, text: str = FIXTURE) -> str:
+        outline = Outline(text, "python")
+        target = target_for(action, outline, select(first, last, text))
+        assert target is not None
+        return build_messages(action, outline, target)[-1].content
+
+    assert "method of class `Report`" in prompt("for row in self.rows", "lines.append(text)")
+    assert "through `self`" in prompt("for row in self.rows", "lines.append(text)")
+    assert "method of class" not in prompt("total = 0", "total += order.price")
+    # A function nested in a method is not a method itself.
+    nested = FIXTURE.replace(
+        "        lines = []\n",
+        "        def clip(text):\n            return text[:width]\n\n        lines = []\n",
+    )
+    assert "method of class" not in prompt("def clip(text)", "return text[:width]", nested)
+    assert outline.enclosing_class(LineSpan(line_of("lines = []"), line_of("lines = []") + 1)) == (
+        "Report"
+    )
+    js = "class Cart {\n  total() {\n    let t = 0;\n    return t;\n  }\n}\n"
+    assert Outline(js, "javascript").enclosing_class(LineSpan(2, 3)) == "Cart"
+
+
 # -- with the model -----------------------------------------------------------------------------
 
 
@@ -627,6 +653,17 @@ def test_extract_function(agent: RefactorAgent) -> None:
     _, new, _ = resolve(agent, "extract-function", select("total = 0", "total += order.price"))
     functions = [n.name for n in ast.parse(new).body if isinstance(n, ast.FunctionDef)]
     assert "report" in functions and len(functions) == 4  # a helper beside the original three
+
+
+@pytest.mark.slow
+def test_extract_function_from_a_method_keeps_self(agent: RefactorAgent) -> None:
+    _, new, _ = resolve(agent, "extract-function", select("for row in self.rows", "lines.append"))
+    report = next(n for n in ast.parse(new).body if isinstance(n, ast.ClassDef))
+    methods = {n.name: n for n in report.body if isinstance(n, ast.FunctionDef)}
+    assert "render" in methods and len(methods) == 3  # __init__, render and the helper
+    (helper,) = (m for name, m in methods.items() if name not in ("__init__", "render"))
+    assert helper.args.args and helper.args.args[0].arg == "self"
+    assert f"self.{helper.name}(" in ast.unparse(methods["render"])
 
 
 @pytest.mark.slow
