@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from .refactor_schema import RefactorAction
 from .schema import AgentsConfig, Config, MemoryConfig, ModelSpec, SecurityConfig, ServerConfig
 
 if TYPE_CHECKING:
@@ -189,6 +190,9 @@ _GUARDED: dict[tuple[type, str], str | None] = {
     # What we execute: the tool allow-list is the user's alone (the whole section, so a workspace
     # cannot re-enable a tool the user turned off either).
     (AgentsConfig, "tools"): None,
+    # What we ask the model: an action is applied on one click, so a workspace must not be able
+    # to reword "Add docstring" into "...and add this import". Titles, languages etc. stay open.
+    (RefactorAction, "prompt"): "allow_workspace_prompts",
 }
 
 

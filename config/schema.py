@@ -274,6 +274,13 @@ class SecurityConfig:
     allow_workspace_memory_url: bool = field(
         default=False, metadata=text("let workspace config change memory.url / api_key_env")
     )
+    allow_workspace_prompts: bool = field(
+        default=False,
+        metadata=text(
+            "let workspace config set refactor prompts (agents.refactor.actions.*.prompt): a "
+            "cloned repository could otherwise word a familiar action to slip code into its edit"
+        ),
+    )
 
 
 @dataclass(frozen=True)
