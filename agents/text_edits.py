@@ -3,8 +3,9 @@
 The model rewrites whole lines (``LineSpan``); ``build_edits`` turns its answer into the smallest
 set of line edits (difflib), re-indented to the original's base indentation, with new import lines
 moved to the file's import block. It refuses (a message, no edits) when the result would not
-parse, would be a no-op, drops a function or class the range defined, or visibly leaves code out
-("# ... rest of the code"). Nothing the model writes is ever run: it is parsed, never executed.
+parse, would be a no-op, drops a function or class the range defined, defines one named like a
+definition elsewhere in the file, or visibly leaves code out ("# ... rest of the code"). Nothing
+the model writes is ever run: it is parsed, never executed.
 
 Positions are 0-based lines and columns in Unicode code points (``tool_parsers.TextEdit``);
 converting to the client's encoding is the server's job. Lines are split on ``\\n``; a ``\\r``
@@ -491,10 +492,22 @@ def build_edits(text: str, span: LineSpan, rewrite: str, language_id: str) -> Ed
         return EditOutcome(
             message=f"The model left code out ({dropped[0].strip()!r}); nothing was changed."
         )
-    lost = defined_names(old, language_id) - defined_names(new, language_id)
+    old_names, new_names = defined_names(old, language_id), defined_names(new, language_id)
+    lost = old_names - new_names
     if lost:
         names = ", ".join(sorted(lost))
         return EditOutcome(message=f"The model's rewrite drops {names}; nothing was changed.")
+    # A new definition named like one elsewhere in the file would shadow or replace code
+    # outside the range while the edit itself stays inside it.
+    added = new_names - old_names
+    outside = [*doc_lines[: span.start], *doc_lines[span.end :]]
+    clash = added & defined_names(outside, language_id) if added else set()
+    if clash:
+        names = ", ".join(sorted(clash))
+        return EditOutcome(
+            message=f"The model's rewrite redefines {names}, defined elsewhere in the file; "
+            "nothing was changed."
+        )
     edits = diff_edits(doc_lines, span, new, eol)
     if imports and import_line is not None:
         edits.insert(0, TextEdit(import_line, 0, import_line, 0, "".join(i + eol for i in imports)))
