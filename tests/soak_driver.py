@@ -695,7 +695,9 @@ async def measure_overhead(settings: Settings, config_home: Path) -> dict[str, A
 
 async def run(settings: Settings) -> dict[str, Any]:
     config_home = Path(tempfile.mkdtemp(prefix="memlsp-soak-cfg-"))
+    started = time.monotonic()
     overhead = await measure_overhead(settings, config_home)
+    timeline = {"overhead_measured_s": round(time.monotonic() - started, 1)}
 
     root = make_workspace()
     t0 = time.monotonic()
@@ -704,12 +706,14 @@ async def run(settings: Settings) -> dict[str, Any]:
     await first.start(config_home, **init_options(settings))
     sampler.watch("first", first.pid)
     sampler.start()
+    timeline["first_started_s"] = round(time.monotonic() - t0, 1)
     budget_mb = ((await first.status()).get("pool") or {}).get("budget_bytes", 0) / MB
 
     files = list(SNIPPETS)
     await first.type_for(settings.duration_s, t0, files, round_=1)
     solo_end = time.monotonic() - t0
     await first.drain(RPC_TIMEOUT_S)
+    timeline["solo_drained_s"] = round(time.monotonic() - t0, 1)
     solo_stats = first.stats
 
     # Two windows on one workspace: a second server process on the same folder.
@@ -719,24 +723,31 @@ async def run(settings: Settings) -> dict[str, Any]:
     await second.start(config_home, **init_options(settings))
     sampler.watch("second", second.pid)
     second_memory = await wait_for_memory(second, 60)
+    timeline["second_started_s"] = round(time.monotonic() - t0, 1)
     await asyncio.gather(
         first.type_for(settings.pair_duration_s, t0, files[:2], round_=2),
         second.type_for(settings.pair_duration_s, t0, files[2:], round_=3),
     )
+    timeline["pair_typed_s"] = round(time.monotonic() - t0, 1)
     await asyncio.gather(first.drain(RPC_TIMEOUT_S), second.drain(RPC_TIMEOUT_S))
+    timeline["pair_drained_s"] = round(time.monotonic() - t0, 1)
     second_status = await second.status()
     sampler.unwatch("second")
     await second.stop()
+    timeline["second_stopped_s"] = round(time.monotonic() - t0, 1)
 
     first_status = await first.status()
     first_alive = first.alive()
     await sampler.stop()
     await first.stop()
+    timeline["first_stopped_s"] = round(time.monotonic() - t0, 1)
 
     solo_rss = [x for x in sampler.samples.get("first", []) if x[0] <= solo_end]
+    max_rss = max((r for s in sampler.samples.values() for _, r in s), default=0.0)
     result: dict[str, Any] = {
         "settings": {k: v for k, v in vars(settings).items()},
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "timeline_s": timeline,
         "solo": {
             "seconds": round(solo_end, 1),
             "inline_windows": windows(solo_stats.latencies, settings.window_s),
@@ -761,9 +772,8 @@ async def run(settings: Settings) -> dict[str, Any]:
             "overhead_mb": overhead["rss_mb"],
             "overhead_measured": overhead,
             "bound_mb": round(budget_mb + overhead["rss_mb"], 1),
-            "max_rss_mb": round(
-                max((r for s in sampler.samples.values() for _, r in s), default=0.0), 1
-            ),
+            "max_rss_mb": round(max_rss, 1),
+            "headroom_mb": round(budget_mb + overhead["rss_mb"] - max_rss, 1),
         },
         "server_at_end": {
             "alive": first_alive,
