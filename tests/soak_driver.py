@@ -662,11 +662,8 @@ async def wait_for_memory(editor: Editor, deadline_s: float) -> dict[str, Any]:
     while time.monotonic() < deadline:
         memory = (await editor.status()).get("memory") or {}
         folders = memory.get("folders") or []
-        if (
-            folders
-            and folders[0].get("role") in ("owner", "client")
-            and not folders[0].get("indexing")
-        ):
+        ready = bool(folders) and folders[0].get("role") in ("owner", "client")
+        if ready and folders[0].get("state") != "indexing":
             return folders[0]  # type: ignore[no-any-return]
         await asyncio.sleep(0.5)
     return folders[0] if folders else {}
@@ -762,6 +759,7 @@ async def run(settings: Settings) -> dict[str, Any]:
             "first_inline": percentiles([s for _, s in first.stats.latencies]),
             "second_inline": percentiles([s for _, s in second.stats.latencies]),
             "second_memory_role": second_memory.get("role"),
+            "second_memory_owner_is_first": second_memory.get("owner_pid") == first.pid,
             "rss_first": rss_report(
                 [x for x in sampler.samples.get("first", []) if x[0] >= pair_from], None
             ),

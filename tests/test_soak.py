@@ -68,7 +68,9 @@ def test_server_alive_at_the_end(soak: dict[str, Any]) -> None:
 
 def test_both_clients_served_in_the_two_client_phase(soak: dict[str, Any]) -> None:
     pair = soak["pair"]
-    assert pair["second_memory_role"] == "client", pair  # one store, the first server owns it
+    # one store: the first server owns it, the second asks it over the coordinator's socket
+    assert pair["second_memory_role"] == "client", pair
+    assert pair["second_memory_owner_is_first"] is True, pair
     for name in ("first", "second"):
         assert pair[name]["completed"] >= 1, (name, pair[name])
         assert pair[name]["non_empty"] >= 1, (name, pair[name])
