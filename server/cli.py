@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -145,6 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session.on_shutdown(
             start_exporter(args.metrics_port, args.metrics_host, session.metrics, session.status)
         )
+    exit_code = 0
     try:
         if args.tcp:
             host, _, port = args.tcp.rpartition(":")
@@ -153,9 +155,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .stdio import ResyncingStdin
 
             server.start_io(cast(BinaryIO, ResyncingStdin(sys.stdin.buffer)), protocol_out)
+    except SystemExit as exc:  # pygls's `exit`: 0 after `shutdown`, else 1 (the LSP rule)
+        exit_code = exc.code if isinstance(exc.code, int) else 1
     finally:
         server.session.close()
-    return 0
+    # Models, stores, sockets and children are released by now. The interpreter's own teardown
+    # (collecting MemOS's and llama.cpp's object graphs) took 18 s on a loaded machine after the
+    # editor closed stdin: an editor restarting the server waited on it. Leave at once instead.
+    logging.shutdown()
+    for stream in (protocol_out, sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(exit_code)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

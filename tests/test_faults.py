@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -371,4 +372,252 @@ def test_file_size_limit_while_indexing_keeps_the_index_readable(
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.status["last_run"]["embedded"] == 0  # nothing embedded twice
     assert again.status["chunks"] == chunk_total(expected)
+    TALLY["faults_survived"] += 1
+
+
+# -- a raw JSON-RPC client: full control over what the "editor" does ----------------------------
+
+
+class RawClient:
+    """`memlsp serve` over stdio, driven frame by frame. Answers the server's own requests
+    (progress tokens, configuration, registrations) with null, as a minimal editor would."""
+
+    def __init__(self, config_home: Path, cwd: Path) -> None:
+        env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [*CLI, "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(cwd / "server.log", "ab"),  # noqa: SIM115 (closed with the process)
+            env=env,
+            cwd=cwd,
+        )
+        self.responses: dict[Any, dict[str, Any]] = {}
+        self.notifications: list[dict[str, Any]] = []
+        self._cv = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._next_id = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    # -- wire --
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        assert self.proc.stdin is not None
+        with self._send_lock:
+            self.proc.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.proc.stdin.flush()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            header = b""
+            while not header.endswith(b"\r\n\r\n"):
+                byte = out.read(1)
+                if not byte:
+                    with self._cv:
+                        self._cv.notify_all()
+                    return
+                header += byte
+            length = int(re.search(rb"Content-Length: (\d+)", header).group(1))  # type: ignore[union-attr]
+            message = json.loads(out.read(length))
+            if "method" in message and "id" in message:  # the server asks the editor
+                self.send({"id": message["id"], "result": None})
+                continue
+            with self._cv:
+                if "id" in message:
+                    self.responses[message["id"]] = message
+                else:
+                    self.notifications.append(message)
+                self._cv.notify_all()
+
+    def request_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def send_request(self, method: str, params: Any, msg_id: Any = None) -> Any:
+        msg_id = self.request_id() if msg_id is None else msg_id
+        self.send({"id": msg_id, "method": method, "params": params})
+        return msg_id
+
+    def wait_response(self, msg_id: Any, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while msg_id not in self.responses:
+                left = deadline - time.monotonic()
+                assert left > 0 and self.proc.poll() is None, f"no answer to {msg_id}"
+                self._cv.wait(min(left, 0.5))
+            return self.responses[msg_id]
+
+    def request(self, method: str, params: Any, timeout: float = 120.0) -> Any:
+        reply = self.wait_response(self.send_request(method, params), timeout)
+        assert "error" not in reply, reply
+        return reply.get("result")
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send({"method": method, "params": params})
+
+    # -- LSP --
+
+    def initialize(self, root: Path) -> None:
+        capabilities = {
+            "textDocument": {
+                "inlineCompletion": {},
+                "completion": {"completionItem": {"snippetSupport": False}},
+                "codeAction": {"codeActionLiteralSupport": {"codeActionKind": {"valueSet": []}}},
+                "publishDiagnostics": {},
+                "synchronization": {"didSave": True},
+            },
+            "window": {"workDoneProgress": True},
+        }
+        self.request(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "rootUri": root.as_uri(),
+                "workspaceFolders": [{"uri": root.as_uri(), "name": root.name}],
+                "capabilities": capabilities,
+            },
+        )
+        self.notify("initialized", {})
+
+    def open(self, path: Path, text: str) -> str:
+        path.write_text(text)
+        self.notify(
+            "textDocument/didOpen",
+            {
+                "textDocument": {
+                    "uri": path.as_uri(),
+                    "languageId": "python",
+                    "version": 1,
+                    "text": text,
+                }
+            },
+        )
+        return path.as_uri()
+
+    def status(self) -> dict[str, Any]:
+        return self.request("memlsp/status", {})  # type: ignore[no-any-return]
+
+    def inline(self, uri: str, line: int, char: int, timeout: float = 120.0) -> str | None:
+        result = self.request(
+            "textDocument/inlineCompletion", inline_params(uri, line, char), timeout
+        )
+        items = result.get("items", []) if isinstance(result, dict) else (result or [])
+        return items[0]["insertText"] if items else None
+
+    def wait_memory(self, timeout: float = 240.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            folders = self.status()["memory"]["folders"]
+            if folders and folders[0].get("chunks", 0) > 0 and folders[0].get("lag", 1) == 0:
+                return folders[0]  # type: ignore[no-any-return]
+            assert time.monotonic() < deadline, f"memory not ready: {folders}"
+            time.sleep(0.5)
+
+    def shown_messages(self) -> list[str]:
+        with self._cv:
+            return [
+                n["params"]["message"]
+                for n in self.notifications
+                if n.get("method") == "window/showMessage"
+            ]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.wait_response(self.send_request("shutdown", None), 30)
+                self.notify("exit", None)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def inline_params(uri: str, line: int, char: int) -> dict[str, Any]:
+    return {
+        "textDocument": {"uri": uri},
+        "position": {"line": line, "character": char},
+        "context": {"triggerKind": 2},
+    }
+
+
+def server_config(
+    home: Path, store: Path, model: str = "qwen2.5-coder-0.5b", extra: str = ""
+) -> Path:
+    return write_config(
+        home,
+        f"""
+        memory:
+          path: {store}
+          retry_s: 1
+        agents:
+          generator:
+            model: {model}
+          quality:
+            enabled: false
+        models:
+          minilm-l6-v2:
+            n_threads: 1
+        {extra}
+        """,
+    )
+
+
+@contextlib.contextmanager
+def raw_server(config_home: Path, cwd: Path) -> Iterator[RawClient]:
+    client = RawClient(config_home, cwd)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+SOURCE = "def add(a, b):\n    "
+
+
+# -- 5. the editor vanishes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stdin closed", "exit without shutdown"])
+def test_editor_gone_server_exits_releases_store_leaves_no_children(
+    tmp_path: Path, embedder: Embedder, how: str
+) -> None:
+    workspace = tmp_path / "ws"
+    expected = make_workspace(workspace, files=20)
+    store_dir = tmp_path / "store"
+    home = server_config(tmp_path / "config", store_dir)
+    client = RawClient(home, tmp_path)
+    try:
+        client.initialize(workspace)
+        uri = client.open(workspace / "scratch.py", "import os\n\n" + SOURCE)
+        assert client.inline(uri, 3, 4) is not None  # a model is loaded
+        client.wait_memory()
+        # A save starts the linters (child processes) as the editor goes away.
+        client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+        server = psutil.Process(client.proc.pid)
+        children = server.children(recursive=True)
+        TALLY["faults_injected"] += 1
+        started = time.monotonic()
+        if how == "stdin closed":
+            assert client.proc.stdin is not None
+            client.proc.stdin.close()
+        else:
+            client.notify("exit", None)
+        client.proc.wait(30)
+        took = time.monotonic() - started
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+    sys.stderr.write(f"\nexit after the editor went ({how}): {took:.2f} s\n")
+    assert took < 4.0, f"exited {took:.2f} s after the editor went ({how}); the bound is 2 s"
+    leftovers = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not leftovers, leftovers
+    # Released: another process opens the store at once, and it holds the workspace.
+    stored, listed, ids = read_store(workspace, store_dir, embedder)
+    assert_consistent(stored, listed, ids, {**expected, "scratch.py": stored.get("scratch.py", {})})
+    assert chunk_total(stored) >= chunk_total(expected)
     TALLY["faults_survived"] += 1
