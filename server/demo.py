@@ -116,7 +116,7 @@ async def _demo(
     try:
         pid = await client.start_server(server_argv(), env)
         summary["server_pid"] = pid
-        say(f"server: {' '.join(server_argv()[2:])} (pid {pid}), LSP over its stdin/stdout\n")
+        say(f"server: memlsp serve (pid {pid}), LSP over its stdin/stdout\n")
         demo = DemoRun(client, scenario, say)
         plan: list[tuple[str, Callable[[], Any]]] = [
             ("initialize", demo.initialize),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +17,11 @@ from .demo_client import DemoClient, ProgressEvent, client_capabilities
 from .demo_scenario import Scenario
 from .demo_text import apply_edits, edits_for, unified_diff
 
-REQUEST_TIMEOUT_S = 180.0
-INDEX_TIMEOUT_S = 300.0
-REVIEW_TIMEOUT_S = 300.0
+# Generous: a loaded 2-core machine took over 2 minutes for one completion; a demo that gives
+# up there shows nothing.
+REQUEST_TIMEOUT_S = 600.0
+INDEX_TIMEOUT_S = 600.0
+REVIEW_TIMEOUT_S = 900.0
 # A completion waits this long for the memory search (default 150 ms): on a busy machine the
 # first request of a new file would otherwise go without it; an editor gets it a keystroke later.
 DEMO_CONTEXT_BUDGET_MS = 1000
@@ -43,14 +47,25 @@ class DemoRun:
         self.scenario = scenario
         self.say = say
         self.versions: dict[str, int] = {}
+        self._ids = itertools.count(1)
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def request(self, awaitable: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
-        return await asyncio.wait_for(awaitable, timeout_s)
+    async def request(self, method: str, params: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+        """Send a request; past ``timeout_s`` cancel it the LSP way ($/cancelRequest) and raise
+        TimeoutError. The pending future is left to the late answer: pygls logs an error when
+        an answer finds its future cancelled."""
+        msg_id = f"demo-{next(self._ids)}"
+        future = self.client.protocol.send_request_async(method, params, msg_id=msg_id)
+        future.add_done_callback(_consume)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self.client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=msg_id))
+            raise
 
     async def status(self) -> dict[str, Any]:
-        result = await self.request(self.client.protocol.send_request_async("memlsp/status", {}))
+        result = await self.request("memlsp/status", {})
         plain = _plain(result)
         return plain if isinstance(plain, dict) else {}
 
@@ -82,15 +97,14 @@ class DemoRun:
 
     async def suggest(self, uri: str, cursor: lsp.Position) -> str:
         result = await self.request(
-            self.client.text_document_inline_completion_async(
-                lsp.InlineCompletionParams(
-                    text_document=lsp.TextDocumentIdentifier(uri=uri),
-                    position=cursor,
-                    context=lsp.InlineCompletionContext(
-                        trigger_kind=lsp.InlineCompletionTriggerKind.Invoked
-                    ),
-                )
-            )
+            lsp.TEXT_DOCUMENT_INLINE_COMPLETION,
+            lsp.InlineCompletionParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri),
+                position=cursor,
+                context=lsp.InlineCompletionContext(
+                    trigger_kind=lsp.InlineCompletionTriggerKind.Invoked
+                ),
+            ),
         )
         items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
         if not items:
@@ -108,18 +122,15 @@ class DemoRun:
         root = self.scenario.root
         started = time.perf_counter()
         result = await self.request(
-            self.client.initialize_async(
-                lsp.InitializeParams(
-                    capabilities=client_capabilities(),
-                    process_id=None,
-                    client_info=lsp.ClientInfo(name="memlsp-demo"),
-                    root_uri=root.as_uri(),
-                    workspace_folders=[lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
-                    initialization_options={
-                        "memory": {"context_budget_ms": DEMO_CONTEXT_BUDGET_MS}
-                    },
-                )
-            )
+            lsp.INITIALIZE,
+            lsp.InitializeParams(
+                capabilities=client_capabilities(),
+                process_id=None,
+                client_info=lsp.ClientInfo(name="memlsp-demo"),
+                root_uri=root.as_uri(),
+                workspace_folders=[lsp.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+                initialization_options={"memory": {"context_budget_ms": DEMO_CONTEXT_BUDGET_MS}},
+            ),
         )
         seconds = time.perf_counter() - started
         self.client.initialized(lsp.InitializedParams())
@@ -224,10 +235,20 @@ class DemoRun:
         started = time.perf_counter()
         suggestion = await self.suggest(uri, edit.cursor)
         seconds = time.perf_counter() - started
-        self.say(f"  suggestion after {seconds * 1000:.0f} ms:")
+        self.say(f"  suggestion after {seconds * 1000:.0f} ms{await self._load_note()}:")
         self.show_code(suggestion or "(none)", "    + ")
         self.replace_text(uri, edit.path.read_text(encoding="utf-8"))  # the user undoes it
         return StepResult("inline", bool(suggestion.strip()), seconds, {"text": suggestion})
+
+    async def _load_note(self) -> str:
+        """How much of the first suggestion's latency was loading the model (from status)."""
+        status = await self.status()
+        name = (status.get("generator") or {}).get("model")
+        models = (status.get("pool") or {}).get("models") or []
+        loaded = [m for m in models if m.get("name") == name and m.get("load_seconds")]
+        if not loaded:
+            return ""
+        return f" (including loading {name}: {loaded[0]['load_seconds']:.1f} s)"
 
     # -- 3. a fact from another file -----------------------------------------------------
 
@@ -250,8 +271,9 @@ class DemoRun:
             for pair in generator.get("last_context") or []
             if isinstance(pair, list) and len(pair) == 2
         ]
-        shown = ", ".join(f"{c['path']} ({c['source']})" for c in context) or "none"
-        self.say(f"  context the server put in the prompt: {shown}")
+        pieces = collections.Counter((c["path"], c["source"]) for c in context)
+        shown = ", ".join(f"{path} ({source}, {n}x)" for (path, source), n in pieces.items())
+        self.say(f"  context the server put in the prompt: {shown or 'none'}")
         from_memory = any(c["path"] == task.defined_in and c["source"] == "memory" for c in context)
         used = task.expected in suggestion
         if used:
@@ -344,13 +366,12 @@ class DemoRun:
         ]
         started = time.perf_counter()
         listed = await self.request(
-            self.client.text_document_code_action_async(
-                lsp.CodeActionParams(
-                    text_document=lsp.TextDocumentIdentifier(uri=uri),
-                    range=span,
-                    context=lsp.CodeActionContext(diagnostics=in_range),
-                )
-            )
+            lsp.TEXT_DOCUMENT_CODE_ACTION,
+            lsp.CodeActionParams(
+                text_document=lsp.TextDocumentIdentifier(uri=uri),
+                range=span,
+                context=lsp.CodeActionContext(diagnostics=in_range),
+            ),
         )
         list_seconds = time.perf_counter() - started
         actions = [a for a in listed or [] if isinstance(a, lsp.CodeAction)]
@@ -363,7 +384,11 @@ class DemoRun:
             "offered": [a.title for a in actions],
             "list_seconds": round(list_seconds, 3),
         }
-        quick_fix = next((a for a in actions if a.edit is not None), None)
+        with_edit = [a for a in actions if a.edit is not None]
+        # A linter's own fix (preferred) over a model's.
+        quick_fix = next(
+            (a for a in with_edit if a.is_preferred), with_edit[0] if with_edit else None
+        )
         if quick_fix is not None:
             diff = unified_diff(
                 text, apply_edits(text, edits_for(quick_fix.edit, uri)), self.relative(path)
@@ -385,7 +410,7 @@ class DemoRun:
         self.say(f"  codeAction/resolve '{target.title}' (the instruct model writes it) ...")
         started = time.perf_counter()
         resolved: lsp.CodeAction = await self.request(
-            self.client.code_action_resolve_async(target), REVIEW_TIMEOUT_S
+            lsp.CODE_ACTION_RESOLVE, target, REVIEW_TIMEOUT_S
         )
         seconds = time.perf_counter() - started
         edits = edits_for(resolved.edit, uri)
@@ -402,6 +427,12 @@ class DemoRun:
     def _skip(self, name: str, why: str) -> StepResult:
         self.say(f"  skipped: {why}")
         return StepResult(name, None, 0.0, {"skipped": why})
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a late request's outcome so asyncio does not warn that nobody did."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _plain(value: Any) -> Any:
