@@ -621,3 +621,74 @@ def test_editor_gone_server_exits_releases_store_leaves_no_children(
     assert_consistent(stored, listed, ids, {**expected, "scratch.py": stored.get("scratch.py", {})})
     assert chunk_total(stored) >= chunk_total(expected)
     TALLY["faults_survived"] += 1
+
+
+# -- 6. a storm of cancellations ---------------------------------------------------------------------
+
+REQUEST_CANCELLED = -32800
+STORM_REQUESTS = 250
+STORM_CANCELS = 500
+
+
+def storm_request(kind: int, uri: str, line: int, char: int) -> tuple[str, dict[str, Any]]:
+    here = {"line": line, "character": char}
+    if kind == 0:
+        return "textDocument/inlineCompletion", inline_params(uri, line, char)
+    if kind == 1:
+        return "textDocument/completion", {"textDocument": {"uri": uri}, "position": here}
+    return "textDocument/codeAction", {
+        "textDocument": {"uri": uri},
+        "range": {"start": {"line": 0, "character": 0}, "end": here},
+        "context": {"diagnostics": []},
+    }
+
+
+def test_cancel_storm_answers_everything_and_keeps_serving(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    make_workspace(workspace, files=10)
+    home = server_config(tmp_path / "config", tmp_path / "store")
+    with raw_server(home, tmp_path) as client:
+        client.initialize(workspace)
+        uris = [
+            client.open(workspace / f"doc{i}.py", f"def scale_{i}(values, factor):\n    ")
+            for i in range(5)
+        ]
+        assert client.inline(uris[0], 1, 4) is not None  # the model is loaded before the storm
+        ids: list[str] = []
+        kept: list[str] = []  # never cancelled before their answer
+        cancels = 0
+        for r in range(STORM_REQUESTS):
+            method, params = storm_request(r % 3, uris[r % 5], 1, 4)
+            msg_id = client.send_request(method, params, msg_id=f"storm-{r}")
+            ids.append(msg_id)
+            if r % 10 == 9:
+                kept.append(msg_id)
+                continue
+            # Some cancelled at once, the rest while later requests overlap them; twice each.
+            target = ids[r - 2] if r >= 2 and r % 2 and ids[r - 2] not in kept else msg_id
+            for _ in range(2):
+                client.notify("$/cancelRequest", {"id": target})
+                cancels += 1
+        TALLY["faults_injected"] += 1
+        replies = {msg_id: client.wait_response(msg_id, 300) for msg_id in ids}
+        for msg_id in kept:  # late cancels of answered requests: to be ignored
+            for _ in range(2):
+                client.notify("$/cancelRequest", {"id": msg_id})
+                cancels += 1
+        while cancels < STORM_CANCELS:  # and cancels of ids that never existed
+            client.notify("$/cancelRequest", {"id": f"ghost-{cancels}"})
+            cancels += 1
+        errors = [r["error"] for r in replies.values() if "error" in r]
+        unexpected = [e for e in errors if e.get("code") != REQUEST_CANCELLED]
+        assert not unexpected, unexpected[:5]
+        assert all("result" in replies[i] for i in kept)
+        sys.stderr.write(
+            f"\nstorm: {len(ids)} requests, {cancels} cancels, {len(errors)} answered "
+            f"RequestCancelled, {len(ids) - len(errors)} with a result\n"
+        )
+        # Still up, and serving normally.
+        assert client.proc.poll() is None
+        assert client.status()["pool"] is not None
+        text = client.inline(uris[2], 1, 4)
+        assert text is not None and text.strip()
+        TALLY["faults_survived"] += 1
