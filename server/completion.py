@@ -18,7 +18,8 @@ from memlsp.agents.generator import Cancelled, InlineRequest, Suggestion
 from memlsp.models import ModelError
 
 from .acceptance import ACCEPT_COMMAND, AcceptanceStats
-from .documents import cursor_text
+from .documents import cursor_text, opened_document
+from .text_sync import client_position
 
 if TYPE_CHECKING:
     from .lsp import MemlspServer
@@ -133,6 +134,14 @@ def register(server: MemlspServer) -> None:
         found = cursor_text(server, uri, position)
         return CursorText(*found) if found else None
 
+    def at_offset(uri: str, offset: int) -> lsp.Position:
+        """Ranges we answer are in the client's units and clamped to the text (a request past
+        the end of a line means its end), computed from offsets rather than by arithmetic on
+        the request's character, which counts UTF-16 or UTF-8 units."""
+        doc = opened_document(server, uri)
+        assert doc is not None  # cursor() found it just now, before any await
+        return client_position(doc, offset)
+
     @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
     async def inline_completion(
         ls: MemlspServer, params: lsp.InlineCompletionParams
@@ -140,10 +149,11 @@ def register(server: MemlspServer) -> None:
         here = cursor(params.text_document.uri, params.position)
         if here is None:
             return None
+        cursor_at = at_offset(params.text_document.uri, len(here.prefix))
         suggestion = await service.suggest(here, "inline_completion")
         if suggestion is None or not suggestion.text:
             return lsp.InlineCompletionList(items=[])
-        span = lsp.Range(start=params.position, end=params.position)
+        span = lsp.Range(start=cursor_at, end=cursor_at)
         service.acceptance.shown(here.language_id, suggestion.model)
         accepted = lsp.Command(
             title="memlsp: suggestion accepted",
@@ -173,12 +183,14 @@ def register(server: MemlspServer) -> None:
         here = cursor(params.text_document.uri, params.position)
         if here is None:
             return None
+        # Replace the word being typed so the client's fuzzy filter matches our item.
+        word = _word_before(here.prefix)
+        uri = params.text_document.uri
+        start = at_offset(uri, len(here.prefix) - len(word))
+        end = at_offset(uri, len(here.prefix))
         suggestion = await service.suggest(here, "completion")
         if suggestion is None or not suggestion.text:
             return lsp.CompletionList(is_incomplete=True, items=[])
-        # Replace the word being typed so the client's fuzzy filter matches our item.
-        word = _word_before(here.prefix)
-        start = lsp.Position(params.position.line, max(0, params.position.character - len(word)))
         full = word + suggestion.text
         first_line = full.split("\n", 1)[0]
         item = lsp.CompletionItem(
@@ -188,8 +200,6 @@ def register(server: MemlspServer) -> None:
             filter_text=first_line,
             sort_text="0",
             insert_text_format=lsp.InsertTextFormat.PlainText,
-            text_edit=lsp.TextEdit(
-                range=lsp.Range(start=start, end=params.position), new_text=full
-            ),
+            text_edit=lsp.TextEdit(range=lsp.Range(start=start, end=end), new_text=full),
         )
         return lsp.CompletionList(is_incomplete=True, items=[item])

@@ -92,13 +92,10 @@ class DocumentEvents:
 
 
 def _event(server: MemlspServer, uri: str) -> DocumentEvent | None:
-    try:
-        doc = server.workspace.get_text_document(uri)
-        return DocumentEvent(
-            uri, doc.version, doc.language_id or language_from_uri(uri), doc.source
-        )
-    except Exception:
+    doc = opened_document(server, uri)  # a didSave for a document never opened: nothing to do
+    if doc is None:
         return None
+    return DocumentEvent(uri, doc.version, doc.language_id or language_from_uri(uri), doc.source)
 
 
 def register(server: MemlspServer) -> None:

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
+from pygls.workspace import TextDocument
 
 from memlsp.agents.refactor import RefactorAgent, RefactorCancelled, ResolveRequest, ResolveResult
 from memlsp.agents.refactor_actions import DiagnosticInfo
 from memlsp.agents.text_edits import TextRange
 from memlsp.models import ModelError
+
+from .documents import opened_document
 
 if TYPE_CHECKING:
     from .lsp import MemlspServer
@@ -21,6 +24,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REWRITE_COMMAND = "memlsp.rewriteSelection"
+
+
+def _opened(server: MemlspServer, uri: Any) -> TextDocument:
+    doc = opened_document(server, str(uri))
+    if doc is None:
+        raise LookupError(f"{uri} is not open")
+    return doc
 
 
 class RefactorService:
@@ -52,9 +62,8 @@ class RefactorService:
     ) -> list[lsp.CodeAction]:
         if not self.session.config.agents.refactor.enabled:
             return []
-        try:
-            doc = self.server.workspace.get_text_document(uri)
-        except Exception:
+        doc = opened_document(self.server, uri)
+        if doc is None:
             return []
         lines = list(doc.lines) or [""]
         diagnostics = tuple(
@@ -87,7 +96,7 @@ class RefactorService:
         """Resolve an action's data to edits, or a message saying why there are none."""
         uri = data.get("uri")
         try:
-            doc = self.server.workspace.get_text_document(str(uri))
+            doc = _opened(self.server, uri)
             request = ResolveRequest.from_data(
                 data, text=doc.source, language_id=doc.language_id or ""
             )
@@ -139,7 +148,7 @@ def register(server: MemlspServer) -> RefactorService:
             return {"applied": False, "message": "expected uri, range and instruction"}
         uri, raw_range, instruction = args[0], args[1], args[2]
         try:
-            doc = ls.workspace.get_text_document(str(uri))
+            doc = _opened(ls, uri)
             span = lsp.Range(
                 start=lsp.Position(**dict(raw_range["start"])),
                 end=lsp.Position(**dict(raw_range["end"])),

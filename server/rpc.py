@@ -1,10 +1,12 @@
 """JSON-RPC edge cases pygls 2.1.1 leaves unanswered.
 
 A request whose params do not fit the method's lsprotocol type fails while pygls structures it,
-before it is dispatched, so no response is ever sent and the client waits forever; a frame that is
-not JSON is only logged. JSON-RPC wants an error response for both (InvalidParams with the
-request's id; ParseError with id null). pygls's default for either is a window/showMessage popup
-"Error in server" in the user's editor; a log line is enough once the client got its answer.
+before it is dispatched, so no response is ever sent and the client waits forever; so does a
+request to a method without an lsprotocol type (``memlsp/status``) that omits params, which
+JSON-RPC allows. A frame that is not JSON is only logged. JSON-RPC wants an error response
+(InvalidParams with the request's id; ParseError with id null). pygls's default for these is a
+window/showMessage popup "Error in server" in the user's editor; a log line is enough once the
+client got its answer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def error_response(request_id: Any, code: int, message: str) -> dict[str, Any]:
 
 class MemlspProtocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "method" in data and "params" not in data and "jsonrpc" in data:
+            data = {**data, "params": None}  # JSON-RPC allows omitting params; pygls does not
         try:
             return super().structure_message(data)
         except JsonRpcException as exc:

@@ -42,6 +42,21 @@ def _code_units(text: str, encoding: str | None) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
+def client_position(doc: TextDocument, offset: int) -> lsp.Position:
+    """The position of a code-point offset, in the client's units (pygls's
+    ``client_position_at_offset`` puts the end of a last line without a line break on the line
+    after it)."""
+    lines = doc.lines
+    for number, line in enumerate(lines):
+        content = line.rstrip("\r\n")
+        if offset <= len(content):
+            return doc.position_codec.position_to_client_units(
+                lines, ServerTextPosition(number, offset)
+            )
+        offset -= len(line)
+    return lsp.Position(len(lines), 0)  # after the final line break
+
+
 class SpecPositionCodec(PositionCodec):
     def position_from_client_units(
         self, lines: Sequence[str], position: lsp.Position

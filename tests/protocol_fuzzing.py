@@ -43,6 +43,7 @@ class RawServer:
     proc: asyncio.subprocess.Process
     responses: dict[Any, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    unsolicited: list[dict[str, Any]] = field(default_factory=list)  # responses nobody awaits
     unframed: list[bytes] = field(default_factory=list)
     stderr_tail: bytearray = field(default_factory=bytearray)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -118,6 +119,8 @@ class RawServer:
             future = self.responses.pop(message.get("id"), None)
             if future is not None and not future.done():
                 future.set_result(message)
+            else:
+                self.unsolicited.append(message)
             return
         if "id" in message:  # a request from the server: answer so nothing waits on us
             result: Any = None
@@ -397,7 +400,8 @@ async def fuzz_document(
                     "offset", f"{position} in {text!r}: {got.get('offset')} != {want}"
                 )
             if data.draw(st.integers(0, 2), label="code action") == 0:
-                checks += await _probe(
+                checks += 1
+                await _probe(
                     server,
                     "textDocument/codeAction",
                     {
@@ -407,26 +411,41 @@ async def fuzz_document(
                     },
                 )
             if model_calls and data.draw(st.integers(0, 5), label="inline") == 0:
-                checks += await _probe(
+                position = _position(data, text, encoding)
+                result = await _probe(
                     server,
                     "textDocument/inlineCompletion",
                     {
                         "textDocument": {"uri": uri},
-                        "position": _position(data, text, encoding),
+                        "position": position,
                         "context": {"triggerKind": 2},
                     },
                 )
+                checks += 1
+                _check_item_range(result, text, position, encoding)
     finally:
         await server.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
     return checks
 
 
-async def _probe(server: RawServer, method: str, params: dict[str, Any]) -> int:
+async def _probe(server: RawServer, method: str, params: dict[str, Any]) -> Any:
+    """The response's result, structured into the method's lsprotocol type."""
     reply = await server.request(method, params)
     if "error" in reply:
         raise FuzzFailure("error response", f"{method}: {reply['error']}")
     try:
-        check_response(method, reply)
+        return check_response(method, reply)
     except Exception as exc:
         raise FuzzFailure("response type", f"{method}: {exc!r} in {reply}") from exc
-    return 1
+
+
+def _check_item_range(result: Any, text: str, position: dict[str, int], encoding: str) -> None:
+    """An inline item sits at the cursor, clamped to the text, in the client's units."""
+    want = expected_cursor_offset(text, position, encoding)
+    items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+    if want is None or not items or items[0].range is None:
+        return
+    start = items[0].range.start
+    got = {"line": start.line, "character": start.character}
+    if got != position_at(text, want, encoding):
+        raise FuzzFailure("item range", f"{got} for {position} in {text!r}")
