@@ -692,3 +692,103 @@ def test_cancel_storm_answers_everything_and_keeps_serving(tmp_path: Path) -> No
         text = client.inline(uris[2], 1, 4)
         assert text is not None and text.strip()
         TALLY["faults_survived"] += 1
+
+
+# -- 2. a model file damaged between runs ------------------------------------------------------------
+
+
+def fim_copy_config(home: Path, store: Path, model_file: Path) -> Path:
+    """A user config whose FIM model is our own copy of the catalogue's 0.5B file (kind: path,
+    with the catalogue's size and sha256), so damaging it leaves the model cache alone."""
+    spec = load_config(None, user_file=Path("/nonexistent.yaml")).config.models[
+        "qwen2.5-coder-0.5b"
+    ]
+    extra = f"""
+          fim-copy:
+            role: fim
+            fim: {{}}
+            source: {{kind: path, path: {model_file}}}
+            sha256: {spec.sha256}
+            size_bytes: {spec.size_bytes}
+            n_ctx: 2048
+            chat_format: chatml"""
+    return server_config(home, store, model="fim-copy", extra=extra)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+def lint_findings(client: RawClient, uri: str) -> list[str]:
+    with client._cv:
+        return [
+            d["message"]
+            for n in client.notifications
+            if n.get("method") == "textDocument/publishDiagnostics" and n["params"]["uri"] == uri
+            for d in n["params"]["diagnostics"]
+        ]
+
+
+def test_model_damaged_between_runs_one_clear_message_rest_keeps_working(
+    tmp_path: Path,
+) -> None:
+    from memlsp.models.assembly import target_path
+
+    catalogue = load_config(None, user_file=Path("/nonexistent.yaml")).config.models
+    original = target_path(catalogue["qwen2.5-coder-0.5b"])
+    model_file = tmp_path / "models" / "coder.gguf"
+    model_file.parent.mkdir()
+    shutil.copyfile(original, model_file)  # a copy: the real cache is never touched
+    intact_size = model_file.stat().st_size
+    workspace = tmp_path / "ws"
+    make_workspace(workspace, files=10)
+    home = fim_copy_config(tmp_path / "config", tmp_path / "store", model_file)
+
+    with raw_server(home, tmp_path) as client:  # run 1: all is well
+        client.initialize(workspace)
+        uri = client.open(workspace / "calc.py", SOURCE)
+        assert client.inline(uri, 1, 4) is not None
+
+    with model_file.open("r+b") as fh:  # between runs: the file loses its second half
+        fh.truncate(intact_size // 2)
+    TALLY["faults_injected"] += 1
+
+    with raw_server(home, tmp_path) as client:  # run 2
+        client.initialize(workspace)
+        uri = client.open(workspace / "calc.py", SOURCE)
+        assert client.inline(uri, 1, 4) is None
+        assert client.inline(uri, 1, 4) is None  # asked again: still no second message
+        shown = wait_for(client.shown_messages, 30, "a message about the model")
+        time.sleep(0.5)
+        about = [m for m in client.shown_messages() if "fim-copy" in m]
+        assert len(about) == 1, about
+        assert str(model_file) in about[0] and "truncated" in about[0], about[0]
+        assert f"Replace {model_file} with an intact copy" in about[0], about[0]
+        # The rest keeps working: the memory (its own model) and the linters.
+        assert client.wait_memory()["chunks"] > 0
+        linted = client.open(workspace / "unused.py", "import os\n\n\ndef f(x):\n    return x\n")
+        client.notify("textDocument/didSave", {"textDocument": {"uri": linted}})
+        findings = wait_for(lambda: lint_findings(client, linted), 120, "linter findings")
+        assert any("os" in f and "unused" in f for f in findings), findings
+
+        # Damaged again, same size this time (bytes flipped mid-file): the checksum names it.
+        shutil.copyfile(original, model_file)
+        with model_file.open("r+b") as fh:
+            fh.seek(intact_size // 2)
+            fh.write(b"\xff" * 4096)
+        TALLY["faults_injected"] += 1
+        assert client.inline(uri, 1, 4) is None
+        flipped = wait_for(
+            lambda: [m for m in client.shown_messages() if "sha256" in m], 60, "a checksum message"
+        )
+        assert str(model_file) in flipped[0], flipped
+        # Repaired while running: completions come back without a restart.
+        shutil.copyfile(original, model_file)
+        text = client.inline(uri, 1, 4)
+        assert text is not None and text.strip()
+        assert shown  # (the first message came before the memory and linters were checked)
+    TALLY["faults_survived"] += 2
