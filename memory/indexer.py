@@ -31,7 +31,7 @@ from .chunker import chunk_file
 from .filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
 from .lexical import LexicalIndex
 from .manifest import FileEntry, Manifest
-from .records import ChunkRecord, StoreError, StoreFullError
+from .records import ChunkRecord, StoreError, StoreUnavailableError
 from .store import CONTENT_HASH, FILE_PATH, MemoryStore
 
 __all__ = [
@@ -60,6 +60,8 @@ EXAMPLES_PER_REASON = 3
 FAILED_SHOWN = 20
 # Below this nice value indexing competes with completions; 10 is what `nice` uses by default.
 NICENESS = 10
+# Prefix of the error shown while the store cannot take writes (cleared by the next full pass).
+PAUSED = "indexing paused"
 
 Op = Literal["update", "delete"]
 
@@ -339,7 +341,7 @@ class Indexer:
                         self._full_index(rebuild=True)
                     else:
                         self._apply(*job)
-                except StoreFullError as exc:
+                except StoreUnavailableError as exc:
                     self._pause(exc)
         except _Cancelled:
             pass
@@ -353,13 +355,13 @@ class Indexer:
             self._set_state("stopped")
             self._save_manifest()
 
-    def _pause(self, exc: StoreFullError) -> None:
-        """The disk is (nearly) full: stop writing, keep what is stored, and try again after
-        ``memory.retry_s``. A full pass then resumes through the manifest (the job that hit
-        the limit is in it: a pass looks at every file)."""
+    def _pause(self, exc: StoreUnavailableError) -> None:
+        """The disk is (nearly) full or the Qdrant server is gone: stop writing, keep what is
+        stored, and try again after ``memory.retry_s``. A full pass then resumes through the
+        manifest (the job that hit the limit is in it: a pass looks at every file)."""
         self._save_manifest()
-        self._error(f"indexing paused: {exc}")
-        self._set_state("paused (disk full)")
+        self._error(f"{PAUSED}: {exc}")
+        self._set_state("paused")
         self._idle.set()  # nothing can progress meanwhile: `memlsp index` and tests stop waiting
         if self._cancel.wait(self.config.retry_s):
             raise _Cancelled
@@ -474,7 +476,7 @@ class Indexer:
             try:
                 self._drain_pending()
                 self._index_file(rel, checked=True)
-            except StoreFullError:
+            except StoreUnavailableError:
                 progress.report(done - 1, "", finished=True)  # ends the editor's progress bar
                 raise
             progress.report(done, rel)
@@ -491,6 +493,9 @@ class Indexer:
             self._remove(rel)
         self._stored_paths = set()
         self._save_manifest()
+        with self._state_lock:
+            if self._last_error.startswith(PAUSED):  # the store is back: a pass went through
+                self._last_error = ""
         progress.report(len(files), "", finished=True)
         elapsed = time.monotonic() - started
         embedded = self._embedded_total - embedded_before
@@ -545,7 +550,7 @@ class Indexer:
                     self._skip(rel, reason, gone=reason == NOT_A_FILE and not full.exists())
                     return
             self._index_checked(rel, full)
-        except (_Cancelled, StoreFullError):
+        except (_Cancelled, StoreUnavailableError):
             raise
         except FileNotFoundError:
             self._skip(rel, NOT_A_FILE, gone=True)

@@ -16,6 +16,7 @@ them from worker threads, never from the event loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -24,10 +25,10 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from memlsp.config.paths import cache_root
 from memlsp.config.schema import MemoryConfig
@@ -101,6 +102,38 @@ def load_memos() -> ModuleType:
         edge_backend.register()
         _backend = edge_backend
         return edge_backend
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+# Where a Qdrant server's client errors come from (HTTP or gRPC transport, or the client).
+_SERVER_ERROR_MODULES = ("qdrant_client", "httpx", "httpcore", "grpc")
+
+
+def _server_errors(
+    method: Callable[Concatenate[MemoryStore, _P], _R],
+) -> Callable[Concatenate[MemoryStore, _P], _R]:
+    """A Qdrant server that went away mid-session: its client's errors become
+    StoreUnavailableError, which callers treat as "no memory for now" (the indexer pauses and
+    retries; searches return nothing). The client reconnects by itself once it is back."""
+
+    @functools.wraps(method)
+    def wrapper(self: MemoryStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            origin = type(exc).__module__.split(".")[0]
+            if self._config.backend == "qdrant" and (
+                origin in _SERVER_ERROR_MODULES or isinstance(exc, OSError)
+            ):
+                raise StoreUnavailableError(
+                    f"Qdrant server {self._config.url}: {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
+
+    return wrapper
 
 
 def workspace_key(workspace_root: Path | str) -> str:
@@ -268,6 +301,7 @@ class MemoryStore:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @_server_errors
     def upsert(self, chunks: Sequence[ChunkRecord]) -> int:
         """Store chunks; returns how many had to be embedded.
 
@@ -315,6 +349,7 @@ class MemoryStore:
         items = self._open_db().scroll({CONTENT_HASH: sorted(hashes)}, [CONTENT_HASH], True)
         return {_hash_of(i.payload): i.vector for i in items if i.vector}
 
+    @_server_errors
     def replace_file(self, path: str, chunks: Sequence[ChunkRecord]) -> int:
         """Make ``path``'s stored chunks exactly ``chunks``; returns how many were embedded."""
         wanted = {chunk.id for chunk in chunks if chunk.path == path}
@@ -329,6 +364,7 @@ class MemoryStore:
             db.delete(stale)
             return embedded
 
+    @_server_errors
     def delete_file(self, path: str) -> None:
         with self._write_lock:
             self._open_db().delete_by_filter({FILE_PATH: path})
@@ -346,6 +382,7 @@ class MemoryStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_server_errors
     def search_vectors(self, query: str, k: int, exclude_path: str | None = None) -> list[Hit]:
         """The ``k`` chunks nearest to ``query`` in meaning, best first, optionally leaving out
         one file (usually the one being edited: its text is already in the prompt)."""
@@ -363,9 +400,11 @@ class MemoryStore:
         ]
         return sorted(hits, key=lambda h: h.score, reverse=True)
 
+    @_server_errors
     def count(self) -> int:
         return int(self._open_db().count())
 
+    @_server_errors
     def file_hashes(self) -> dict[str, set[str]]:
         """Content hashes stored per file path: what an incremental re-index compares against."""
         result: dict[str, set[str]] = {}

@@ -8,7 +8,6 @@ a private mount namespace, RLIMIT_FSIZE, a truncated copy of the model file).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -19,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -71,7 +69,7 @@ def embedder() -> Iterator[Embedder]:
     pool.close()
 
 
-# -- a workspace and its expected chunks ----------------------------------------------------------
+# -- a workspace and its expected chunks -------------------------------------------------------
 
 
 def make_workspace(root: Path, files: int = FILES) -> dict[str, dict[str, str]]:
@@ -195,7 +193,7 @@ def chunk_total(chunks: dict[str, dict[str, str]]) -> int:
     return sum(len(c) for c in chunks.values())
 
 
-# -- 1. kill -9 during indexing ---------------------------------------------------------------
+# -- 1. kill -9 during indexing ----------------------------------------------------------------
 
 
 def test_kill_9_during_indexing_loses_nothing_and_resumes(
@@ -240,7 +238,7 @@ def test_kill_9_during_indexing_loses_nothing_and_resumes(
     assert listed == expected
 
 
-# -- 3. the disk filling up -------------------------------------------------------------------
+# -- 3. the disk filling up --------------------------------------------------------------------
 
 
 def _mount_namespace_prefix() -> list[str] | None:
@@ -375,7 +373,7 @@ def test_file_size_limit_while_indexing_keeps_the_index_readable(
     TALLY["faults_survived"] += 1
 
 
-# -- a raw JSON-RPC client: full control over what the "editor" does ----------------------------
+# -- a raw JSON-RPC client: full control over what the "editor" does ---------------------------
 
 
 class RawClient:
@@ -579,7 +577,7 @@ def raw_server(config_home: Path, cwd: Path) -> Iterator[RawClient]:
 SOURCE = "def add(a, b):\n    "
 
 
-# -- 5. the editor vanishes --------------------------------------------------------------------------
+# -- 5. the editor vanishes --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["stdin closed", "exit without shutdown"])
@@ -623,7 +621,7 @@ def test_editor_gone_server_exits_releases_store_leaves_no_children(
     TALLY["faults_survived"] += 1
 
 
-# -- 6. a storm of cancellations ---------------------------------------------------------------------
+# -- 6. a storm of cancellations ---------------------------------------------------------------
 
 REQUEST_CANCELLED = -32800
 STORM_REQUESTS = 250
@@ -694,7 +692,7 @@ def test_cancel_storm_answers_everything_and_keeps_serving(tmp_path: Path) -> No
         TALLY["faults_survived"] += 1
 
 
-# -- 2. a model file damaged between runs ------------------------------------------------------------
+# -- 2. a model file damaged between runs ------------------------------------------------------
 
 
 def fim_copy_config(home: Path, store: Path, model_file: Path) -> Path:
@@ -792,3 +790,133 @@ def test_model_damaged_between_runs_one_clear_message_rest_keeps_working(
         assert text is not None and text.strip()
         assert shown  # (the first message came before the memory and linters were checked)
     TALLY["faults_survived"] += 2
+
+
+# -- 4. the Qdrant server going away -----------------------------------------------------------
+
+
+def qdrant_binary() -> str | None:
+    """A real Qdrant server binary: $MEMLSP_QDRANT_BIN or `qdrant` on PATH. None is installable
+    on these machines (not in Debian, PyPI or npm; no Docker): the test then skips."""
+    return os.environ.get("MEMLSP_QDRANT_BIN") or shutil.which("qdrant")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class QdrantServer:
+    """A real Qdrant server on local ports with its own storage, stopped and started at will."""
+
+    def __init__(self, binary: str, storage: Path) -> None:
+        self.binary, self.storage = binary, storage
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "QDRANT__STORAGE__STORAGE_PATH": str(self.storage),
+            "QDRANT__SERVICE__HOST": "127.0.0.1",
+            "QDRANT__SERVICE__HTTP_PORT": str(self.http_port),
+            "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
+            "QDRANT__TELEMETRY_DISABLED": "true",
+        }
+        self.proc = subprocess.Popen(
+            [self.binary],
+            env=env,
+            cwd=self.storage.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import urllib.request
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as reply:
+                    return bool(reply.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, 60, "the Qdrant server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def memory_context(client: RawClient) -> list[Any]:
+    return [c for c in client.status()["generator"]["last_context"] if c[0] == "memory"]
+
+
+@pytest.mark.skipif(qdrant_binary() is None, reason="no Qdrant server binary (MEMLSP_QDRANT_BIN)")
+def test_qdrant_going_away_mid_session_and_coming_back(tmp_path: Path) -> None:
+    binary = qdrant_binary()
+    assert binary is not None
+    storage = tmp_path / "qdrant"
+    storage.mkdir()
+    qdrant = QdrantServer(binary, storage)
+    qdrant.start()
+    workspace = tmp_path / "ws"
+    (workspace / "billing").mkdir(parents=True)
+    (workspace / "billing" / "invoice.py").write_text(
+        "class Invoice:\n"
+        "    def overdue_amount_cents(self):\n"
+        "        return self.amount_due_cents\n"
+    )
+    home = write_config(
+        tmp_path / "config",
+        f"""
+        memory:
+          backend: qdrant
+          url: {qdrant.url}
+          retry_s: 1
+        agents:
+          generator:
+            model: qwen2.5-coder-0.5b
+          quality:
+            enabled: false
+        models:
+          minilm-l6-v2:
+            n_threads: 1
+        """,
+    )
+    try:
+        with raw_server(home, tmp_path) as client:
+            client.initialize(workspace)
+            client.wait_memory()
+            source = "from billing.invoice import Invoice\n\n\ndef dunning(inv: Invoice):\n    "
+            uri = client.open(workspace / "notify.py", source)
+            assert client.inline(uri, 4, 4) is not None
+            assert memory_context(client), "memory was not used while the server was up"
+
+            qdrant.stop()
+            TALLY["faults_injected"] += 1
+            # Completions go on without memory; a save that cannot be written pauses indexing.
+            assert client.inline(uri, 4, 4) is not None
+            extra = workspace / "billing" / "tax.py"
+            saved = client.open(extra, "def vat_rate(country_code):\n    return 0.2\n")
+            client.notify("textDocument/didSave", {"textDocument": {"uri": saved}})
+            wait_for(lambda: client.status()["memory"]["folders"][0]["last_error"], 60, "an error")
+            assert client.inline(uri, 4, 4) is not None
+
+            qdrant.start()  # back on the same port, same storage
+            wait_for(
+                lambda: (
+                    not client.status()["memory"]["folders"][0]["last_error"]
+                    and client.status()["memory"]["folders"][0]["files_indexed"] >= 3
+                ),
+                120,
+                "the memory to come back with the saved file",
+            )
+            client.inline(uri, 4, 4)
+            assert memory_context(client), "memory did not come back"
+            TALLY["faults_survived"] += 1
+    finally:
+        qdrant.stop()
