@@ -790,6 +790,10 @@ async def run(settings: Settings) -> dict[str, Any]:
                 if m.get("loaded")
             ],
             "second_generator": second_status.get("generator"),
+            "memory": [
+                {k: f.get(k) for k in ("role", "state", "files_indexed", "chunks", "last_error")}
+                for f in (first_status.get("memory") or {}).get("folders") or []
+            ],
         },
     }
     return result
