@@ -48,8 +48,13 @@ class RequestMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
+            # Nested, with identifier-like keys: JSON clients (pygls' among them) turn objects
+            # into records and rename keys such as "completion/ok".
+            counts: dict[str, dict[str, int]] = {}
+            for (feature, outcome), n in sorted(self._counts.items()):
+                counts.setdefault(feature, {})[outcome] = n
             return {
-                "counts": {f"{f}/{o}": n for (f, o), n in sorted(self._counts.items())},
+                "counts": counts,
                 "latency": {
                     f: {
                         "count": self._totals[f],
@@ -75,9 +80,9 @@ def start_exporter(
             requests = CounterMetricFamily(
                 "memlsp_requests", "Requests by feature and outcome", labels=["feature", "outcome"]
             )
-            for key, count in snap["counts"].items():
-                feature, outcome = key.split("/", 1)
-                requests.add_metric([feature, outcome], count)
+            for feature, outcomes in snap["counts"].items():
+                for outcome, count in outcomes.items():
+                    requests.add_metric([feature, outcome], count)
             yield requests
             latency = HistogramMetricFamily(
                 "memlsp_request_seconds", "Request latency by feature", labels=["feature"]
