@@ -20,6 +20,7 @@ from memlsp.memory.records import ChunkRecord
 from memlsp.memory.retrieval import (
     HybridSearch,
     MemoryContextProvider,
+    head,
     query_text,
     region_key,
     rrf,
@@ -261,7 +262,7 @@ def test_context_excludes_the_current_file_and_respects_the_budget(
     assert chunks and all(c.path != "tls/session.py" for c in chunks)
     assert all(c.source == "memory" for c in chunks)
     stored = {text for _, text in CHUNKS.values()}
-    assert all(c.text in stored for c in chunks)  # whole chunks only
+    assert all(c.text in stored for c in chunks)  # short chunks are shown whole
     from_elsewhere = provider.context_for(request("app/other.py", prefix), 10_000)
     assert "tls/session.py" in {c.path for c in from_elsewhere}
     smallest = sorted(len(t) for _, t in CHUNKS.values())
@@ -269,6 +270,36 @@ def test_context_excludes_the_current_file_and_respects_the_budget(
     trimmed = provider.context_for(request("app/other.py", prefix), budget)
     assert trimmed and sum(len(c.text) for c in trimmed) <= budget
     assert provider.context_for(request("app/other.py", prefix), 0) == []
+    provider.close()
+
+
+def test_head_keeps_whole_first_lines() -> None:
+    text = "def f(a, b):\n    c = a + b\n    return c"
+    assert head(text, 100) == text
+    assert head(text, len("def f(a, b):\n    c = a + b")) == "def f(a, b):\n    c = a + b"
+    assert head(text, 15) == "def f(a, b):"
+    assert head(text, 5) == ""  # not even the signature fits: nothing, never half a line
+
+
+def test_context_cuts_a_long_chunk_to_its_head_instead_of_dropping_it(
+    hybrid: HybridSearch,
+) -> None:
+    # Long chunks (docstrings) used to be skipped whole when they did not fit: on networkx half
+    # the chunks were longer than the whole budget, and the definition a line needed was
+    # almost never shown. Now each chunk gets at most a third of the budget, cut to its first
+    # lines, so the signature is shown and several chunks fit.
+    provider = MemoryContextProvider(hybrid.search, budget_s=30.0)
+    session = CHUNKS["tls/session.py"][1]
+    budget = 150
+    assert len(session) > budget
+    prefix = prefix_with(CODE, "    key = hkdf_expand_label(")
+    chunks = provider.context_for(request("app/other.py", prefix), budget)
+    texts = {c.path: c.text for c in chunks}
+    assert texts.get("tls/session.py") == "def negotiate_session(client_hello, psk):"
+    assert all(len(c.text) <= budget // 3 for c in chunks)
+    stored = [text for _, text in CHUNKS.values()]
+    assert all(any(t.startswith(c.text) for t in stored) for c in chunks)  # heads of chunks
+    assert sum(len(c.text) for c in chunks) <= budget
     provider.close()
 
 
