@@ -83,10 +83,17 @@ def utf16_len(text: str) -> int:
 
 
 @asynccontextmanager
-async def lsp_session(root: Path, **init_options: Any) -> Any:
-    """The real server over stdio with a real LSP client."""
+async def lsp_session(
+    root: Path, *, user_config: dict[str, Any] | None = None, **init_options: Any
+) -> Any:
+    """The real server over stdio with a real LSP client. ``user_config`` becomes the user's own
+    config file (the only layer that may set e.g. ``memory.path``)."""
     client = LanguageClient()
-    env = {**os.environ, "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="memlsp-bench-cfg-")}
+    config_home = Path(tempfile.mkdtemp(prefix="memlsp-bench-cfg-"))
+    if user_config:
+        (config_home / "memlsp").mkdir()
+        (config_home / "memlsp" / "config.yaml").write_text(json.dumps(user_config))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
     await client.start_io(sys.executable, "-m", "memlsp.server.cli", "serve", env=env)
     caps = lsp.ClientCapabilities(
         text_document=lsp.TextDocumentClientCapabilities(
