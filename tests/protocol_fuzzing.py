@@ -27,7 +27,7 @@ from lsprotocol import types as lsp
 
 SERVER = [sys.executable, "-m", "memlsp.server.cli", "serve"]
 FIM = "qwen2.5-coder-0.5b"
-TIMEOUT = 120.0
+TIMEOUT = 300.0  # generous: model calls on a loaded 2-core machine took up to 100 s
 _converter = converters.get_converter()
 
 
@@ -410,7 +410,7 @@ async def fuzz_document(
                         "context": {"diagnostics": []},
                     },
                 )
-            if model_calls and data.draw(st.integers(0, 5), label="inline") == 0:
+            if model_calls and data.draw(st.integers(0, 15), label="inline") == 0:
                 position = _position(data, text, encoding)
                 result = await _probe(
                     server,
