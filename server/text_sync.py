@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_OTHER_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines() breaks there too
 
 
 def split_lines(text: str) -> tuple[str, ...]:
     """Lines with their line breaks, like ``splitlines(True)`` but only at LSP line breaks."""
+    if not any(char in text for char in _OTHER_BREAKS):  # `in` is far faster than a regex
+        return tuple(text.splitlines(True))  # the same lines, at C speed
     return tuple(_LINE.findall(text))
 
 
