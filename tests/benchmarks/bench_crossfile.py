@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import math
@@ -174,6 +175,37 @@ async def wait_for_index(client: LanguageClient) -> dict[str, Any]:
         await asyncio.sleep(2)
 
 
+_request_ids = iter(range(1, 10**9))
+
+
+async def ask(
+    client: LanguageClient, uri: str, line: int, character: int, timeout: float
+) -> tuple[str, bool]:
+    """The inline suggestion, and whether it timed out. A timed-out request is cancelled and
+    its answer awaited: left running, it would hold the model and starve the next ones."""
+    msg_id = f"crossfile-{next(_request_ids)}"
+    params = lsp.InlineCompletionParams(
+        text_document=lsp.TextDocumentIdentifier(uri=uri),
+        position=lsp.Position(line=line, character=character),
+        context=lsp.InlineCompletionContext(trigger_kind=lsp.InlineCompletionTriggerKind.Automatic),
+    )
+    future = asyncio.ensure_future(
+        client.protocol.send_request_async(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id)
+    )
+    try:
+        result = await asyncio.wait_for(asyncio.shield(future), timeout)
+    except TimeoutError:
+        client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=msg_id))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(future, 300)
+        return "", True
+    items = result.items if isinstance(result, lsp.InlineCompletionList) else (result or [])
+    if not items:
+        return "", False
+    text = items[0].insert_text
+    return (text if isinstance(text, str) else text.value), False
+
+
 async def run_session(
     root: Path, tasks: list[Task], args: argparse.Namespace, memory: bool, store: Path
 ) -> dict[str, Any]:
@@ -196,13 +228,7 @@ async def run_session(
             uri = open_document(client, root / task.path, text, "python")
             character = len(task.prefix.rsplit("\n", 1)[-1].encode("utf-16-le")) // 2
             started = time.perf_counter()
-            try:
-                suggestion = await asyncio.wait_for(
-                    inline_text(client, uri, task.line, character), args.task_timeout
-                )
-                timed_out = False
-            except TimeoutError:  # counted, not fatal: a loaded machine must not lose the run
-                suggestion, timed_out = "", True
+            suggestion, timed_out = await ask(client, uri, task.line, character, args.task_timeout)
             seconds = time.perf_counter() - started
             close_document(client, uri)
             generator = (await status(client))["generator"]
@@ -322,7 +348,7 @@ def main() -> None:
         help="memory.context_budget_ms; the server's 150 ms default expires before the query "
         "embedding on a loaded machine, and the first request in a region then gets no memory",
     )
-    parser.add_argument("--task-timeout", type=float, default=240.0, help="seconds per request")
+    parser.add_argument("--task-timeout", type=float, default=400.0, help="seconds per request")
     parser.add_argument("--sequential", action="store_true", help="ON, then OFF")
     parser.add_argument("--details", action="store_true", help="per-task suggestions too")
     parser.add_argument(
