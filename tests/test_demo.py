@@ -161,6 +161,31 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
+def test_on_a_folder_writes_nothing_and_skips_what_it_cannot_do(tmp_path: Path) -> None:
+    """PATH mode on a folder without Python code: indexed, the other steps skipped with a
+    reason, nothing written into the folder."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "README.md").write_text("# Notes\n\nThe loyalty programme has three tiers.\n")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    done = subprocess.run(
+        [*DEMO, "--json", str(folder)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["sample"] is False
+    assert _step(summary, "index")["chunks"] > 0
+    for name in ("inline", "memory_completion", "diagnostics", "code_action"):
+        assert _step(summary, name)["ok"] is None
+        assert "no Python function found" in _step(summary, name)["skipped"]
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
 def test_ctrl_c_stops_the_server(config_home: Path) -> None:
     demo = subprocess.Popen(
         DEMO,
