@@ -7,6 +7,7 @@ loads, inference) runs in executors, never on the event loop.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,17 @@ def uri_to_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         return None
-    return Path(unquote(parsed.path))
+    # Normalised, so that `file:///ws/../elsewhere/x.py` is not taken to be inside /ws.
+    return Path(os.path.normpath(unquote(parsed.path)))
+
+
+def _resolves_within(path: Path, folder: Path) -> bool:
+    """Whether ``path``, links followed, is still in ``folder`` (links followed too)."""
+    try:
+        real, root = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return False
+    return real == root or root in real.parents
 
 
 def _listed(pool_stats: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +155,11 @@ class Session:
         path = uri_to_path(uri)
         if path is None:
             return None
-        holding = [f for f in self.folders if path == f or f in path.parents]
+        holding = [
+            f
+            for f in self.folders
+            if (path == f or f in path.parents) and _resolves_within(path, f)
+        ]
         return max(holding, key=lambda f: len(f.parts)) if holding else None
 
     def relative_path(self, uri: str) -> str:
