@@ -227,6 +227,7 @@ class EditorStats:
     external_changes: int = 0
     diagnostics_published: int = 0
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (sent at, seconds)
+    sent_at: list[float] = field(default_factory=list)
     pending: list[Request] = field(default_factory=list)
 
 
@@ -417,6 +418,7 @@ class Editor:
         stats = self.stats  # the phase it was sent in, even if the answer comes later
         future.add_done_callback(lambda f: self._answered(stats, request, t0))
         stats.requests += 1
+        stats.sent_at.append(request.sent)
         stats.pending.append(request)
 
     def _answered(self, stats: EditorStats, request: Request, t0: float) -> None:
@@ -595,13 +597,24 @@ def percentiles(samples: list[float]) -> dict[str, Any]:
     }
 
 
-def windows(latencies: list[tuple[float, float]], window_s: float) -> list[dict[str, Any]]:
-    by_window: dict[int, list[float]] = {}
-    for sent, seconds in latencies:
-        by_window.setdefault(int(sent // window_s), []).append(seconds)
+def windows(stats: EditorStats, window_s: float) -> list[dict[str, Any]]:
+    """Per window of send time: requests sent, and the latency of those answered with a result
+    (not cancelled); windows where nothing completed are listed too."""
+    sent: dict[int, int] = {}
+    for at in stats.sent_at:
+        sent[int(at // window_s)] = sent.get(int(at // window_s), 0) + 1
+    done: dict[int, list[float]] = {}
+    for at, seconds in stats.latencies:
+        done.setdefault(int(at // window_s), []).append(seconds)
+    last = max([*sent, *done], default=-1)
     return [
-        {"from_s": round(k * window_s), "to_s": round((k + 1) * window_s), **percentiles(v)}
-        for k, v in sorted(by_window.items())
+        {
+            "from_s": round(k * window_s),
+            "to_s": round((k + 1) * window_s),
+            "requests": sent.get(k, 0),
+            **percentiles(done.get(k, [])),
+        }
+        for k in range(last + 1)
     ]
 
 
@@ -753,7 +766,7 @@ async def run(settings: Settings) -> dict[str, Any]:
         "timeline_s": timeline,
         "solo": {
             "seconds": round(solo_end, 1),
-            "inline_windows": windows(solo_stats.latencies, settings.window_s),
+            "inline_windows": windows(solo_stats, settings.window_s),
             "inline_all": percentiles([s for _, s in solo_stats.latencies]),
             "counts": counts(solo_stats),
             "rss": rss_report(solo_rss, solo_end / 2),
