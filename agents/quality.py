@@ -51,7 +51,7 @@ from .review_schema import (
     parse_model_output,
     review_schema,
 )
-from .review_scope import ReviewScope, Snapshot, plan_scope, snapshot
+from .review_scope import ReviewScope, Snapshot, model_reviews, plan_scope, snapshot
 from .review_types import (
     LLM_SOURCE,
     ReviewCancelled,
@@ -208,7 +208,11 @@ class QualityAgent:
         reviewed = state.reviewed if state is not None else frozenset()
         carried = carry_over(state.kept, snap) if state is not None else []
         scope = ReviewScope((), False, reviewed, 0)
-        if self.config.enabled and self.config.max_findings > 0:
+        if (
+            self.config.enabled
+            and self.config.max_findings > 0
+            and model_reviews(request.language_id, request.relative_path)
+        ):
             scope = plan_scope(
                 snap,
                 state.snapshot if state is not None else None,

@@ -8,7 +8,9 @@ movement local: ``x == None`` -> ``x is None`` replaces two characters, not the 
 
 Parse check: Python with ``ast.parse``; the languages the chunker has tree-sitter grammars for
 must parse without error nodes. A model's replacement in any other language is never offered
-(it cannot be checked); a linter's fix is, since the linter knows its language. The model saw
+(it cannot be checked); a linter's fix is, since the linter knows its language. A model's Python
+fix must also be plausible: it may not use a name the file never defines (small models "fix"
+code with variables from elsewhere) nor remove a function or class definition. The model saw
 credential values masked: lines it copied masked get their original back, and a fix that would
 still write a mask is not offered (``redaction``).
 """
@@ -16,6 +18,7 @@ still write a mask is not offered (``redaction``).
 from __future__ import annotations
 
 import ast
+import builtins
 import itertools
 import logging
 import warnings
@@ -28,7 +31,7 @@ from .redaction import restore_credentials
 from .review_scope import chunk_language
 from .review_types import ReviewFinding, TextEditSpec
 
-__all__ = ["apply_edits", "parses", "quick_fix_edit"]
+__all__ = ["apply_edits", "parses", "plausible_python_fix", "quick_fix_edit"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,54 @@ def quick_fix_edit(text: str, finding: ReviewFinding, *, language_id: str) -> Te
     checked = parses(fixed, language_id)
     if checked is False or (checked is None and finding.origin == "llm"):
         return None
+    if (
+        finding.origin == "llm"
+        and language_id == "python"
+        and not plausible_python_fix(text, fixed)
+    ):
+        return None
     return _minimal_edit(text, fixed)
+
+
+def plausible_python_fix(before: str, after: str) -> bool:
+    """Whether ``after`` reads no name it leaves unbound (unless ``before`` did too) and keeps
+    every function and class definition.
+
+    Scopes are ignored (a name bound anywhere counts), so this rejects only clear inventions."""
+    try:
+        old, new = _names(ast.parse(before)), _names(ast.parse(after))
+    except (SyntaxError, ValueError):
+        return True  # the parse check above decides; this one only looks at names
+    old_bound, old_used, old_defs = old
+    new_bound, new_used, new_defs = new
+    unresolved_before = old_used - old_bound - _BUILTINS
+    unresolved_after = new_used - new_bound - _BUILTINS
+    return not (unresolved_after - unresolved_before) and old_defs <= new_defs
+
+
+_BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "self", "cls"}
+
+
+def _names(tree: ast.AST) -> tuple[set[str], set[str], set[str]]:
+    """(names bound anywhere, names read anywhere, function and class names) in ``tree``."""
+    bound: set[str] = set()
+    used: set[str] = set()
+    definitions: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            definitions.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            bound.update(node.names)
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+    return bound, used, definitions
 
 
 def apply_edits(text: str, edits: Sequence[TextEditSpec]) -> str | None:

@@ -94,7 +94,8 @@ def generate_json(
         text="".join(pieces) if text is None else text,
         prompt_tokens=len(tokens),
         reused_tokens=reused,
-        generated_tokens=len(pieces),
+        # Stream chunks may hold several tokens; the KV cache holds prompt + answer.
+        generated_tokens=max(0, int(llama.n_tokens) - len(tokens)),
         finish_reason=finish,
         seconds=time.perf_counter() - started,
     )

@@ -1,11 +1,14 @@
-"""The review prompt: a fixed system message, then the code, then what the model should know.
+"""The review prompt: fixed opening turns, then the code with what the model should know.
 
-Small models review poorly from a vague request ("review this code"). What helped here: a
-concrete checklist (each code of the schema with what it means), one example answer in the exact
-JSON shape, permission to answer with an empty list, and line-numbered code so a finding can
-point at a line. Order matters for speed: the system message never changes, so llama.cpp reuses
-its KV cache from one review to the next; the code comes next (it changes least between two
-saves of a file), and the per-save extras (linter findings, workspace snippets) last.
+Small models review poorly from a vague request ("review this code"). What helped here (Qwen2.5-
+Coder 1.5B on a file with planted bugs): a concrete checklist (each code of the schema with what
+it means), one worked example as an earlier turn of the conversation, permission to answer with
+an empty list, line-numbered code, and a short checklist again right after the code. What hurt:
+listing the linters' findings apart (the model copied the list as its answer); they are marked
+at the end of their lines instead.
+
+Order matters for speed: the system message and the example never change, so llama.cpp reuses
+their KV cache from one review to the next; then the code, then the per-save extras.
 """
 
 from __future__ import annotations

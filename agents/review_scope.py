@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from memlsp.memory.chunker import SYNTAX_LANGUAGES, chunk_file, language_for
 from memlsp.memory.records import ChunkRecord
 
-__all__ = ["ReviewScope", "Snapshot", "chunk_language", "plan_scope", "snapshot"]
+__all__ = [
+    "ReviewScope",
+    "Snapshot",
+    "chunk_language",
+    "model_reviews",
+    "plan_scope",
+    "snapshot",
+]
 
 # LSP language ids that differ from the chunker's names.
 _LSP_LANGUAGES = {
@@ -34,6 +41,23 @@ def chunk_language(language_id: str, path: str) -> str | None:
     """The chunker's language for an LSP language id (falling back to the file name)."""
     name = _LSP_LANGUAGES.get(language_id, language_id)
     return name if name in SYNTAX_LANGUAGES else language_for(path)
+
+
+# Prose and data: a code reviewer's checklist means nothing there, and a small model asked
+# anyway invents problems. Linters still run on them.
+_NOT_CODE = frozenset(
+    {
+        "markdown", "plaintext", "text", "restructuredtext", "json", "jsonc", "json5",
+        "yaml", "toml", "ini", "xml", "html", "css", "scss", "less", "csv", "log",
+        "git-commit", "gitignore", "properties", "dotenv", "protobuf", "graphql",
+    }
+)  # fmt: skip
+
+
+def model_reviews(language_id: str, path: str) -> bool:
+    """Whether the model reviews files of this language (code, not prose or data)."""
+    language = chunk_language(language_id, path) or language_id
+    return language not in _NOT_CODE and language_id not in _NOT_CODE
 
 
 @dataclass(frozen=True)
