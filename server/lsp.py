@@ -48,6 +48,7 @@ class MemlspServer(LanguageServer):
         self.after_initialized: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing: threading.Thread | None = None
+        self.exiting = False  # after `exit` the output stream closes: log to stderr only
 
     def notify_user(self, message: str) -> None:
         """window/showMessage, safe from any thread: for things the user must act on."""
@@ -58,6 +59,8 @@ class MemlspServer(LanguageServer):
         )
 
     def send_log(self, level: int, message: str) -> None:
+        if self.exiting:
+            return
         kind = next((t for lvl, t in _LOG_TYPES.items() if level >= lvl), lsp.MessageType.Log)
         self.call_soon(
             lambda: self.window_log_message(lsp.LogMessageParams(type=kind, message=message))
@@ -130,6 +133,7 @@ def build_server() -> MemlspServer:
 
     @server.feature(lsp.EXIT)
     def exit_(ls: MemlspServer, params: None) -> None:
+        ls.exiting = True
         if ls.closing is not None:
             ls.closing.join(timeout=SHUTDOWN_GRACE_S)
 
