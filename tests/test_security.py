@@ -54,6 +54,7 @@ from memlsp.memory.indexer import stored_chunks
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
 from memlsp.server.control import query_all
+from memlsp.server.session import Session
 
 FAST = "qwen2.5-coder-0.5b"
 
@@ -137,6 +138,15 @@ PLANTED_ENV = {
     "NACOS_SERVER_ADDR": "203.0.113.7:8848",
 }
 OUTSIDE_MARKER = "outside_marker_7731"
+# Environment variables set inside the server, none from a .env: ours (memory.store, cli) and
+# sklearn's and joblib's OpenMP settings (imported through MemOS).
+SET_AT_IMPORT = {
+    "PYTHON_DOTENV_DISABLED",
+    "MEMOS_BASE_PATH",
+    "GGML_NO_BACKTRACE",
+    "KMP_INIT_AT_FORK",
+    "KMP_DUPLICATE_LIB_OK",
+}
 
 APP_PY = "import os\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
 
@@ -398,11 +408,12 @@ async def test_hostile_workspace_full_session(hostile: LanguageClient) -> None:
     assert after["files_indexed"] == folder["files_indexed"]  # the outside saves added nothing
 
     # 6. The planted .env changed nothing: the environment is what we started the server
-    # with, plus the two variables the memory layer sets for itself.
+    # with, plus what our code and libraries set for themselves at import.
     await asyncio.sleep(0.5)
     env = json.loads(ENV_SNAPSHOT.read_text())
     changed = {k for k in set(env) | set(SERVER_ENV) if env.get(k) != SERVER_ENV.get(k)}
-    assert changed <= {"PYTHON_DOTENV_DISABLED", "MEMOS_BASE_PATH"}, changed
+    assert changed <= SET_AT_IMPORT, changed
+    assert not [k for k, v in env.items() if v in PLANTED_ENV.values()]
     assert env["PYTHON_DOTENV_DISABLED"] == "1"
     assert env["MEMOS_BASE_PATH"] != PLANTED_ENV["MEMOS_BASE_PATH"]
     assert not (WS / "PWNED").exists() and not Path("/tmp/memlsp-hijacked.log").exists()
@@ -707,3 +718,21 @@ def test_workspace_backend_switch_without_url_sends_nothing() -> None:
 
 def teardown_module() -> None:
     shutil.rmtree(BASE, ignore_errors=True)
+
+
+def test_uri_with_dotdot_or_through_a_link_out_is_in_no_folder(tmp_path: Path) -> None:
+    ws, out = tmp_path / "ws", tmp_path / "out"
+    ws.mkdir()
+    out.mkdir()
+    (ws / "linked").symlink_to(out, target_is_directory=True)
+    (ws / "inner").mkdir()
+    session = Session(lambda _message: None)
+    try:
+        session.folders = [ws]
+        assert session.folder_of((ws / "inner" / "a.py").as_uri()) == ws
+        assert session.relative_path((ws / "inner" / "a.py").as_uri()) == "inner/a.py"
+        for uri in (ws.as_uri() + "/../out/x.py", (ws / "linked" / "x.py").as_uri()):
+            assert session.folder_of(uri) is None, uri
+            assert session.relative_path(uri) == "x.py", uri
+    finally:
+        session.close()
