@@ -119,7 +119,12 @@ class GeneratorConfig:
     )
     max_tokens: int = field(default=64, metadata=number(1, 1024))
     multiline_max_lines: int = field(default=8, metadata=number(1, 200))
-    debounce_ms: int = field(default=0, metadata=number(0, 5000))
+    debounce_ms: int = field(
+        default=75,
+        metadata=number(
+            0, 5000, "wait before a model call (a newer keystroke supersedes it; cache hits don't)"
+        ),
+    )
     cache_entries: int = field(default=256, metadata=number(0, 100000))
 
 

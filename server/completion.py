@@ -39,8 +39,16 @@ class CompletionService:
         self.session = session
         self._inflight: dict[str, threading.Event] = {}
         self.acceptance = AcceptanceStats()
+        self.debounced = 0  # requests superseded during the debounce: no model call at all
         session.on_shutdown(self.cancel_all)
         session.add_status_source("acceptance", self.acceptance.snapshot)
+        session.add_status_source("debounce", self._debounce_status)
+
+    def _debounce_status(self) -> dict[str, int]:
+        return {
+            "ms": self.session.config.agents.generator.debounce_ms,
+            "superseded": self.debounced,
+        }
 
     async def suggest(self, cursor: CursorText, feature: str) -> Suggestion | None:
         """The suggestion at a cursor; None when superseded, cancelled or failed."""
@@ -79,6 +87,14 @@ class CompletionService:
         self._inflight[cursor.uri] = cancel
         loop = asyncio.get_running_loop()
         try:
+            # Typing sends a request per key: wait a moment, so that the keys that follow
+            # supersede this one before it costs a prompt evaluation. Cache hits skip this.
+            delay = session.config.agents.generator.debounce_ms / 1000
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if cancel.is_set():
+                    self.debounced += 1
+                    return None
             return await loop.run_in_executor(
                 session.completion_executor, self._complete_blocking, request, cancel
             )
