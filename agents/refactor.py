@@ -28,6 +28,7 @@ from typing import Any
 
 from memlsp.config.refactor_schema import PROMPT_PLACEHOLDERS, RefactorAction, RefactorConfig
 from memlsp.models import ModelPool
+from memlsp.models.prefill import prefill
 
 from .redaction import restore_credentials
 from .refactor_actions import (
@@ -300,6 +301,8 @@ class RefactorAgent:
             if cancel.is_set():
                 raise RefactorCancelled()
             _report(progress, f"{title}: reading the code ({len(tokens)} tokens)")
+            if prefill(llama, tokens, cancel) is None:
+                raise RefactorCancelled()
             run = _stream(
                 llama, tokens, max_tokens, action.output == "code", cancel, progress, title
             )

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from memlsp.models import LoadedModel
+from memlsp.models.prefill import prefill
 from memlsp.models.runtime import llama_cpp
 
 from .review_types import ReviewCancelled
 
-__all__ = ["EVAL_BATCH", "ModelAnswer", "PromptTooLong", "generate_json"]
-
-# Prompt tokens between two cancellation checks: ~0.4 s for the 1.5B model on 2 free cores.
-EVAL_BATCH = 64
+__all__ = ["ModelAnswer", "PromptTooLong", "generate_json"]
 
 
 class PromptTooLong(Exception):
@@ -62,7 +60,9 @@ def generate_json(
             f"prompt of {len(tokens)} tokens + {max_tokens} to answer exceeds "
             f"n_ctx={llama.n_ctx()} of model '{model.name}'"
         )
-    reused = _eval_prompt(llama, list(tokens), cancel)
+    reused = prefill(llama, tokens, cancel)
+    if reused is None:
+        raise ReviewCancelled()
     grammar = llama_cpp().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     pieces: list[str] = []
     text: str | None = None
@@ -99,22 +99,3 @@ def generate_json(
         finish_reason=finish,
         seconds=time.perf_counter() - started,
     )
-
-
-def _eval_prompt(llama: Any, tokens: list[int], cancel: threading.Event) -> int:
-    """Bring the KV cache to ``tokens``, evaluating what differs in batches; returns the
-    number of tokens reused."""
-    cached = list(llama.input_ids[: llama.n_tokens])
-    common = 0
-    for have, want in zip(cached, tokens, strict=False):
-        if have != want:
-            break
-        common += 1
-    if common == len(tokens):
-        return common  # llama-cpp-python replays the last token itself if it needs logits
-    llama.n_tokens = common  # eval() drops the KV cache past this point
-    for start in range(common, len(tokens), EVAL_BATCH):
-        if cancel.is_set():
-            raise ReviewCancelled()
-        llama.eval(tokens[start : start + EVAL_BATCH])
-    return common

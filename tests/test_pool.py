@@ -21,6 +21,7 @@ from memlsp.models import (
     UnknownModelError,
 )
 from memlsp.models.assembly import assemble, target_path
+from memlsp.models.prefill import prefill
 from memlsp.models.runtime import resolve_gpu_layers, supports_gpu_offload
 
 SMALL = "gemma3-270m"
@@ -282,3 +283,27 @@ def test_closed_pool_refuses(catalogue: dict[str, ModelSpec]) -> None:
     assert not pool.is_loaded(SMALL)
     with pytest.raises(PoolClosedError), pool.acquire(SMALL):
         pass
+
+
+def test_prefill_reuses_the_cache_and_stops_between_batches(
+    catalogue: dict[str, ModelSpec],
+) -> None:
+    pool = _pool(catalogue)
+    with pool.acquire(FIM) as model:
+        llama = model.llama
+        tokens = list(llama.tokenize(b"def area(r):\n    return 3.14159 * r * r\n" * 12))
+        assert len(tokens) > 3 * 16
+        cancel = threading.Event()
+        assert prefill(llama, tokens, cancel, batch=16) == 0
+        assert list(llama.input_ids[: llama.n_tokens]) == tokens
+        # Same prompt: everything is reused; a changed tail re-evaluates only the tail.
+        assert prefill(llama, tokens, cancel, batch=16) == len(tokens)
+        assert prefill(llama, tokens, cancel, batch=16, last_for_logits=True) == len(tokens) - 1
+        changed = tokens[:-5] + list(llama.tokenize(b"pass", add_bos=False))
+        assert prefill(llama, changed, cancel, batch=16) == len(tokens) - 5
+        # Cancelled before the first batch: nothing is evaluated past the common prefix.
+        cancel.set()
+        other = tokens[:20] + tokens[:40]
+        assert prefill(llama, other, cancel, batch=16) is None
+        assert llama.n_tokens == 20
+    pool.close()

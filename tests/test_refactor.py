@@ -143,9 +143,9 @@ def span_of(name: str, text: str = FIXTURE) -> LineSpan:
 def test_builtin_catalogue_passes_config_validation(tmp_path: Path) -> None:
     """refactors.yaml, run through the loader's checks, has no issue and equals the defaults."""
     raw = yaml.safe_load(BUILTIN_ACTIONS_PATH.read_text(encoding="utf-8"))
-    loaded = load_config(
-        None, {"agents": {"refactor": {"actions": raw}}}, user_file=tmp_path / "none.yaml"
-    )
+    user_file = tmp_path / "user.yaml"  # prompts are the user's to set (trusted layer)
+    user_file.write_text(yaml.safe_dump({"agents": {"refactor": {"actions": raw}}}))
+    loaded = load_config(None, user_file=user_file)
     assert loaded.issues == ()
     actions = loaded.config.agents.refactor.actions
     assert actions == Config().agents.refactor.actions
@@ -187,7 +187,9 @@ def test_workspace_action_is_validated_and_merged(tmp_path: Path) -> None:
             """
         )
     )
-    loaded = load_config(ws, user_file=tmp_path / "none.yaml")
+    user_file = tmp_path / "user.yaml"  # this user lets workspaces word their own actions
+    user_file.write_text("security: {allow_workspace_prompts: true}\n")
+    loaded = load_config(ws, user_file=user_file)
     issues = [str(i) for i in loaded.issues]
     assert issues == [
         f"{ws_file}: agents.refactor.actions.shout.kind: 'refactor.shout' is not valid; "

@@ -8,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import pytest_lsp
 from lsp_helpers import TIMEOUT, initialize, server_config, status
 from lsprotocol import types as lsp
@@ -38,7 +39,7 @@ async def client(lsp_client: LanguageClient, tmp_path: Path):  # type: ignore[no
     await lsp_client.shutdown_session()
 
 
-def _open_and_save(client: LanguageClient, path: Path) -> str:
+def _open(client: LanguageClient, path: Path) -> str:
     path.write_text(SOURCE)
     uri = path.as_uri()
     client.text_document_did_open(
@@ -48,6 +49,11 @@ def _open_and_save(client: LanguageClient, path: Path) -> str:
             )
         )
     )
+    return uri
+
+
+def _open_and_save(client: LanguageClient, path: Path) -> str:
+    uri = _open(client, path)
     client.text_document_did_save(
         lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri))
     )
@@ -110,3 +116,39 @@ async def test_refactors_are_listed_instantly_and_resolve_to_a_valid_edit(
     assert ast.get_docstring(function)
     assert rewritten.startswith("import os\n")  # nothing outside the function was touched
     assert (await status(client))["pool"]["models"]["qwen2.5-coder-1.5b"]["loads"] == 1
+
+
+async def test_cancel_request_stops_a_resolve_and_frees_the_model(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    uri = _open(client, tmp_path / "cancel.py")  # not saved: no review competes for the model
+    cursor = lsp.Range(start=lsp.Position(4, 8), end=lsp.Position(4, 8))
+    actions = await _actions(client, uri, cursor, [])
+    docstring = next(a for a in actions if a.kind and "docstring" in a.title.lower())
+    msg_id = "resolve-to-cancel"
+    pending = asyncio.wrap_future(
+        client.protocol.send_request(lsp.CODE_ACTION_RESOLVE, docstring, msg_id=msg_id)
+    )
+
+    def refactor_started() -> bool:
+        return any(
+            isinstance(r, lsp.WorkDoneProgressBegin) and r.title == "memlsp refactor"
+            for reports in client.progress_reports.values()
+            for r in reports
+        )
+
+    deadline = time.monotonic() + TIMEOUT
+    while not refactor_started() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert refactor_started(), client.progress_reports
+    await asyncio.sleep(0.5)  # into the model call (or its load): the cancel must reach it there
+    client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=msg_id))
+    # An answered resolve means the cancel was ignored: the request must end in an error.
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wait_for(pending, TIMEOUT)
+    counts = (await status(client))["requests"]["counts"]
+    assert counts["code_action_resolve"].get("cancelled") == 1, counts
+    # The model's lock was released: the same action now resolves to an edit.
+    resolved = await asyncio.wait_for(client.code_action_resolve_async(docstring), TIMEOUT * 5)
+    assert resolved.edit is not None and resolved.edit.changes, client.messages
+    ast.parse(apply(SOURCE, list(resolved.edit.changes[uri])))

@@ -1,0 +1,47 @@
+"""Prompt evaluation that can stop: llama.cpp evaluates a prompt in one blocking call, so a
+long prompt (a review, a refactor) would hold the model for seconds after its request was
+cancelled. Evaluating in small batches, and only what the KV cache does not hold already,
+bounds that to one batch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PREFILL_BATCH", "prefill"]
+
+# Prompt tokens evaluated between two cancellation checks (~0.3 s on 2 cores with the 0.5B).
+PREFILL_BATCH = 64
+
+
+def prefill(
+    llama: Any,
+    tokens: Sequence[int],
+    cancel: threading.Event,
+    *,
+    last_for_logits: bool = False,
+    batch: int = PREFILL_BATCH,
+) -> int | None:
+    """Bring ``llama``'s KV cache to ``tokens``; returns how many were reused from it, or
+    None when ``cancel`` was set (the cache then holds a valid prefix of ``tokens``).
+
+    ``last_for_logits``: evaluate the last token even when cached, for a caller that samples
+    from the logits itself (llama-cpp-python's own completion replays it when it needs to)."""
+    n_past = int(llama.n_tokens)
+    limit = min(n_past, len(tokens))
+    cached = np.asarray(llama.input_ids[:limit])
+    mismatch = np.nonzero(cached != np.asarray(tokens[:limit]))[0]
+    common = int(mismatch[0]) if mismatch.size else limit
+    if last_for_logits:
+        common = min(common, len(tokens) - 1)
+    elif common == len(tokens):
+        return common
+    llama.n_tokens = common  # eval() drops the KV cache past this point
+    for start in range(common, len(tokens), batch):
+        if cancel.is_set():
+            return None
+        llama.eval(list(tokens[start : start + batch]))
+    return common
