@@ -23,13 +23,19 @@ NOISY_SERVER = textwrap.dedent(
     import os, sys, threading, time
     from memlsp.server.cli import main
 
+    original = sys.stdout
+
     def noise():
+        # Prints while serving: the process's first instants, before `serve` claims stdout,
+        # are the interpreter's (nothing of ours runs then).
+        while sys.stdout is original:
+            time.sleep(0.01)
         for _ in range(20):
             print("stray print from a library")
             os.write(1, b"stray bytes on fd 1 without a newline")
             time.sleep(0.05)
 
-    threading.Timer(0.3, noise).start()
+    threading.Thread(target=noise, daemon=True).start()
     sys.exit(main(["serve"]))
     """
 )
