@@ -18,6 +18,7 @@ from memlsp.agents.quick_fix import quick_fix_edit
 from memlsp.agents.review_types import ReviewFinding, TextEditSpec
 
 from .progress import start_progress
+from .text_sync import split_lines
 
 if TYPE_CHECKING:
     from .diagnostics import DiagnosticsService
@@ -33,7 +34,7 @@ def _overlaps(finding: ReviewFinding, span: lsp.Range) -> bool:
 
 def to_lsp_edit(server: MemlspServer, text: str, edit: TextEditSpec) -> lsp.TextEdit:
     """A code-point edit as an LSP edit in the client's position encoding."""
-    lines = text.splitlines(True) or [""]
+    lines = list(split_lines(text)) or [""]  # LSP's line breaks, not str.splitlines()'s
     span = server.workspace.position_codec.range_to_client_units(
         lines,
         lsp.Range(
