@@ -43,7 +43,7 @@ from memlsp.models.pool import ModelPool
 
 from .embedder import Embedder
 from .filters import FileFilter
-from .indexer import Indexer, IndexProgress, lower_thread_priority, manifest_path
+from .indexer import Indexer, IndexProgress, manifest_path
 from .lexical import LexicalIndex
 from .manifest import Manifest
 from .records import ChunkRecord, Hit, StoreError, StoreLockedError
@@ -591,8 +591,11 @@ class WorkspaceMemory:
             self._role = "disabled"
 
     def _supervise(self) -> None:
-        """Elect, and stay a client until the lock comes free (or take it at once)."""
-        lower_thread_priority()
+        """Elect, and stay a client until the lock comes free (or take it at once).
+
+        At normal priority: opening the store is short, and a niced thread starved for
+        minutes on a busy machine while holding the owner lock (a second window then waited
+        on an owner that served nothing). The indexer's passes run niced."""
         preloaded = False
         lock = self._owner_lock
         assert lock is not None
