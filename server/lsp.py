@@ -134,6 +134,9 @@ def build_server() -> MemlspServer:
     @server.feature(lsp.EXIT)
     def exit_(ls: MemlspServer, params: None) -> None:
         ls.exiting = True
+        # pygls closes the output now; answers to requests still running would each log an
+        # "Error sending data" traceback (hundreds after a busy session). Nothing can be sent.
+        logging.getLogger("pygls.protocol.json_rpc").setLevel(logging.CRITICAL)
         if ls.closing is not None:
             ls.closing.join(timeout=SHUTDOWN_GRACE_S)
 
