@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
     from memlsp.config import Config
@@ -299,9 +299,25 @@ def cmd_index(args: argparse.Namespace) -> int:
         status = memory.status()
         memory.close()
         pool.close()
-    sys.stderr.write("\n")
+    sys.stderr.write("\n" + _index_summary(status) + "\n")
     sys.stdout.write(json.dumps(status, indent=2, default=str) + "\n")
     return 1 if status.get("last_error") or status.get("role") == "disabled" else 0
+
+
+def _index_summary(status: dict[str, Any]) -> str:
+    """One readable line (the JSON on stdout is for scripts)."""
+    run = status.get("last_run") or {}
+    skipped = status.get("skipped") or {}
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+    parts = [
+        f"indexed {status.get('files_indexed', 0)} files, {status.get('chunks', 0)} chunks "
+        f"({run.get('embedded', 0)} embedded in this run, {run.get('seconds', 0)} s)",
+        f"skipped {status.get('files_skipped', 0)}" + (f" ({why})" if why else ""),
+        f"store: {status.get('store', '?')}",
+    ]
+    if status.get("last_error"):
+        parts.append(f"error: {status['last_error']}")
+    return "; ".join(parts)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -380,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memlsp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"memlsp {_version()}")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info for serve (to its log), warning for the other commands",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -452,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.log_level is None:  # a command's own output, not a log, is what the user reads
+        args.log_level = "info" if args.command == "serve" else "warning"
     _setup_logging(args.log_level)
     code: int = args.func(args)
     return code

@@ -137,3 +137,5 @@ def test_index_builds_the_memory(config_home: Path, tmp_path: Path) -> None:
     assert status["chunks"] >= 1
     assert status["skipped"].get("secret") == 1
     assert "files" in result.stderr  # the progress line
+    assert "indexed 1 files, " in result.stderr and "skipped 1 (1 secret)" in result.stderr
+    assert " INFO " not in result.stderr  # logs at warning: the command's own lines are read
