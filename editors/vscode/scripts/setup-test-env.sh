@@ -4,7 +4,8 @@
 #
 #   1. Debian packages: chromium (the browser playwright drives), ripgrep (VS Code's search
 #      binary; its npm package would download it from GitHub), libkrb5-dev (code-server's
-#      kerberos module compiles against it).
+#      kerberos module compiles against it), tmux (tests/test_nvim_screen.py runs Neovim's
+#      terminal UI in it and screenshots it with chromium).
 #   2. code-server (VS Code in a browser, from npm) and playwright-core, in a cache folder outside
 #      the repository: $MEMLSP_VSCODE_TEST_DIR, by default ~/.cache/memlsp/vscode-test.
 #   3. The extension: npm ci in editors/vscode, tsc, then vsce package -> editors/vscode/dist/.
@@ -31,6 +32,7 @@ say() { echo "setup-test-env: $*"; }
 missing=()
 [ -n "${MEMLSP_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v rg >/dev/null 2>&1 || missing+=(ripgrep)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 [ -e /usr/include/krb5.h ] || [ -e /usr/include/gssapi/gssapi.h ] || missing+=(libkrb5-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
