@@ -139,29 +139,10 @@ class Screen:
         nvim = [NVIM, "--clean", "-u", str(self.base / "init.lua")]
         nvim += ["--listen", str(self.nvim_socket), str(file)]
         # The first tmux command starts the server: the pane inherits this environment.
-        subprocess.run(
-            [
-                TMUX,
-                "-S",
-                str(self.tmux_socket),
-                "-f",
-                str(self.base / "tmux.conf"),
-                "new-session",
-                "-d",
-                "-x",
-                str(COLS),
-                "-y",
-                str(ROWS),
-                "-s",
-                "memlsp",
-                "-c",
-                str(workspace),
-                " ".join(_quote(a) for a in nvim),
-            ],
-            env=env,
-            check=True,
-            timeout=30,
-        )
+        tmux = [TMUX, "-S", str(self.tmux_socket), "-f", str(self.base / "tmux.conf")]
+        tmux += ["new-session", "-d", "-x", str(COLS), "-y", str(ROWS), "-s", "memlsp"]
+        tmux += ["-c", str(workspace), " ".join(_quote(a) for a in nvim)]
+        subprocess.run(tmux, env=env, check=True, timeout=30)
 
     def state(self) -> dict[str, Any] | None:
         """What the plugin shows, or None while Neovim does not answer on its socket yet."""
@@ -204,19 +185,9 @@ class Screen:
 
     def stop(self) -> None:
         if self.nvim_socket.exists() and NVIM is not None:
-            subprocess.run(
-                [
-                    NVIM,
-                    "--clean",
-                    "--headless",
-                    "--server",
-                    str(self.nvim_socket),
-                    "--remote-send",
-                    "<C-\\><C-N>:qa!<CR>",
-                ],
-                capture_output=True,
-                timeout=20,
-            )
+            quit_all = [NVIM, "--clean", "--headless", "--server", str(self.nvim_socket)]
+            quit_all += ["--remote-send", "<C-\\><C-N>:qa!<CR>"]
+            subprocess.run(quit_all, capture_output=True, timeout=20)
             time.sleep(1)  # let Neovim stop its server before tmux hangs up on the pane
         if self.tmux_socket.exists():
             with contextlib.suppress(subprocess.CalledProcessError):  # gone with its last pane
@@ -315,26 +286,14 @@ def test_png_screenshot(shot: dict[str, Any]) -> None:
     png.unlink(missing_ok=True)
     width, height = COLS * CELL_W + 2 * PAD, ROWS * CELL_H + 2 * PAD
     profile = shot["screen"].base / "chromium"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            f"--screenshot={png}",
-            f"--window-size={width},{height}",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The flags keep a fresh headless Chromium off the (closed) network; see GUIDE §4.
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    cmd += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    cmd += ["--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={png}"]
+    cmd += [f"--window-size={width},{height}", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), f"chromium (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- the captured screen, from ANSI text to cells to HTML ----------------------------------------
