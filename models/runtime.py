@@ -28,11 +28,22 @@ _callback: Any = None  # keep a reference: ctypes must not free the trampoline
 _last_level = logging.DEBUG
 
 
+# Warnings the vocabulary loader prints for our catalogue's models on every load; they are
+# about the GGUF's metadata, harmless here (measured: completions and stops are right), and
+# the user can do nothing about them.
+_BENIGN_LOAD_WARNINGS = (
+    "special_eos_id is not in special_eog_ids",
+    "was not control-type; this is probably a bug in the model",
+)
+
+
 def _forward(level: int, text: bytes | None, _user_data: Any) -> None:
     global _last_level
+    message = (text or b"").decode("utf-8", errors="replace").rstrip("\n")
     if level != 5:
         _last_level = _LEVELS.get(level, logging.DEBUG)
-    message = (text or b"").decode("utf-8", errors="replace").rstrip("\n")
+        if _last_level == logging.WARNING and any(w in message for w in _BENIGN_LOAD_WARNINGS):
+            _last_level = logging.DEBUG
     if message and llama_log.isEnabledFor(_last_level):
         llama_log.log(_last_level, "%s", message)
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
     from memlsp.config import Config
+    from memlsp.memory.coordinator import WorkspaceMemory
+    from memlsp.models import ModelPool
 
 
 def _setup_logging(level: str = "info") -> None:
@@ -219,6 +221,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from .session import FIM_DEFAULT_CPU
 
     target, line_no, col_no = _parse_location(args.location)
+    target = target.resolve()
+    if not target.is_file():
+        sys.stderr.write(f"memlsp complete: {target}: no such file\n")
+        return 2
     text = target.read_text(encoding="utf-8")
     lines = text.split("\n")
     if not 1 <= line_no <= len(lines):
@@ -233,10 +239,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if model == "auto":
         model = FIM_DEFAULT_CPU
     pool = ModelPool.from_config(config)
-    agent = GeneratorAgent(pool, config.agents.generator, model)
+    memory = None if args.no_memory else _built_memory(root, config, pool)
+    context = memory.context_provider() if memory is not None else None
+    agent = GeneratorAgent(pool, config.agents.generator, model, context=context)
     request = InlineRequest(
         doc_key=target.as_uri(),
-        path=str(target.resolve().relative_to(root)),
+        path=str(target.relative_to(root)),
         language_id=language_from_uri(target.name),
         prefix=text[:offset],
         suffix=text[offset:],
@@ -248,6 +256,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{exc}\n")
         return 1
     finally:
+        used = agent.stats().get("last_context", [])
+        if memory is not None:
+            memory.close()
         pool.close()
     if args.json:
         sys.stdout.write(
@@ -256,6 +267,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
                     "text": suggestion.text,
                     "model": suggestion.model,
                     "seconds": round(suggestion.seconds, 3),
+                    "context": used,  # [file, source] pairs the prompt held
                 }
             )
             + "\n"
@@ -263,6 +275,32 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(suggestion.text + "\n")
     return 0 if suggestion.text else 1
+
+
+def _built_memory(root: Path, config: Config, pool: ModelPool) -> WorkspaceMemory | None:
+    """The workspace memory when one was built (`memlsp index` or a server), brought up to
+    date; None otherwise: a one-off completion should not index a whole workspace."""
+    import dataclasses
+
+    from memlsp.memory.coordinator import WorkspaceMemory
+    from memlsp.memory.store import default_store_path
+
+    # No one is typing: wait for the search (the first one loads the embedder) rather than
+    # answer without it, as the server does within its budget.
+    settings = dataclasses.replace(
+        config.memory, context_budget_ms=max(config.memory.context_budget_ms, 30_000)
+    )
+    if not settings.enabled:
+        return None
+    if settings.backend != "qdrant" and not default_store_path(root, settings).exists():
+        return None
+    memory = WorkspaceMemory(root, settings, pool)
+    memory.start()
+    memory.wait_idle(_MEMORY_WAIT_S)  # files changed since the last run are re-indexed
+    return memory
+
+
+_MEMORY_WAIT_S = 120.0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -428,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("location", metavar="FILE:LINE:COL", help="1-based line and column")
     complete.add_argument("--model", help="FIM model (default: agents.generator.model)")
     complete.add_argument("--json", action="store_true", help="print JSON with timing")
+    complete.add_argument(
+        "--no-memory", action="store_true", help="ignore the workspace memory even if built"
+    )
     complete.set_defaults(func=cmd_complete)
 
     index = sub.add_parser("index", help="build or refresh the workspace memory")

@@ -76,6 +76,29 @@ def test_complete_prints_the_suggestion(config_home: Path, tmp_path: Path) -> No
     assert result.stdout.replace(" ", "").startswith("returna+b")
 
 
+def test_complete_uses_the_built_memory_and_takes_a_relative_path(
+    config_home: Path, tmp_path: Path
+) -> None:
+    workspace = tmp_path / "shop"
+    workspace.mkdir()
+    (workspace / ".memlsp.yaml").write_text("")  # marks the workspace root
+    (workspace / "pricing.py").write_text(
+        "def apply_loyalty_discount(total_cents, tier):\n"
+        '    """Discount for the customer tier: gold 10 %, silver 5 %."""\n'
+        "    return total_cents * {'gold': 90, 'silver': 95}.get(tier, 100) // 100\n"
+    )
+    (workspace / "checkout.py").write_text("def total(order):\n    \n")
+    without = run("complete", "checkout.py:2:5", "--json", config_home=config_home, cwd=workspace)
+    assert without.returncode in (0, 1), without.stderr
+    assert json.loads(without.stdout)["context"] == []  # no memory built yet: none used
+    assert run("index", ".", config_home=config_home, cwd=workspace).returncode == 0
+    built = run("complete", "checkout.py:2:5", "--json", config_home=config_home, cwd=workspace)
+    assert built.returncode in (0, 1), built.stderr  # 1: an empty suggestion, still a result
+    assert ["memory", "pricing.py"] in json.loads(built.stdout)["context"]
+    missing = run("complete", "nowhere.py:1:1", config_home=config_home, cwd=workspace)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
 def test_complete_rejects_a_line_outside_the_file(config_home: Path, tmp_path: Path) -> None:
     source = tmp_path / "calc.py"
     source.write_text("x = 1\n")
