@@ -330,6 +330,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     memory = WorkspaceMemory(root, memory_config, pool, on_progress=show)
     memory.start()
     if args.rebuild:
+        # Until this process knows whether it owns the store, a reindex would be dropped.
+        deadline = time.monotonic() + args.timeout
+        while memory.role == "starting" and time.monotonic() < deadline:
+            time.sleep(0.05)
         memory.reindex(rebuild=True)
     try:
         memory.wait_idle(args.timeout)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +163,10 @@ def test_index_builds_the_memory(config_home: Path, tmp_path: Path) -> None:
     assert "files" in result.stderr  # the progress line
     assert "indexed 1 files, " in result.stderr and "skipped 1 (1 secret)" in result.stderr
     assert " INFO " not in result.stderr  # logs at warning: the command's own lines are read
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home)}
+    cli = [sys.executable, "-m", "memlsp.server.cli", "index", str(workspace)]
+    options: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 300, "env": env}
+    again = subprocess.run(cli, **options)
+    assert json.loads(again.stdout)["last_run"]["embedded"] == 0  # nothing changed
+    rebuilt = subprocess.run([*cli, "--rebuild"], **options)
+    assert json.loads(rebuilt.stdout)["last_run"]["embedded"] >= 1, rebuilt.stderr
