@@ -39,6 +39,7 @@ from .review_merge import (
     KeptFinding,
     cap_severity,
     carry_over,
+    fits_its_line,
     remember,
     repeats_tool,
     unique_llm,
@@ -51,7 +52,14 @@ from .review_schema import (
     parse_model_output,
     review_schema,
 )
-from .review_scope import ReviewScope, Snapshot, model_reviews, plan_scope, snapshot
+from .review_scope import (
+    ReviewScope,
+    Snapshot,
+    chunk_language,
+    model_reviews,
+    plan_scope,
+    snapshot,
+)
 from .review_types import (
     LLM_SOURCE,
     ReviewCancelled,
@@ -307,7 +315,10 @@ class QualityAgent:
                 f"kept its {len(parsed.findings)} complete finding(s)"
             )
         anchored = [self._anchor(f, snap, scope) for f in parsed.findings]
-        found = [f for f in anchored if f is not None]
+        language = chunk_language(request.language_id, request.relative_path) or ""
+        found = [
+            f for f in anchored if f is not None and fits_its_line(f, snap.lines[f.line], language)
+        ]
         log.debug(
             "review of %s: %d prompt tokens (%d reused), %d generated in %.2f s, %d/%d anchored",
             request.relative_path,

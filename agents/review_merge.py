@@ -23,6 +23,7 @@ Rules (each one a choice; the reasons are next to them):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -98,6 +99,22 @@ def tool_category(code: str) -> str:
         if code.startswith(prefix) and code[len(prefix) :].isdigit():
             return category
     return ""
+
+
+# What a line must show for some codes to be about it at all (Python). A small model that
+# says "comparison to None" and quotes the wrong code gets anchored on a line without one:
+# that finding is noise wherever it lands. Codes not listed here are not checked.
+_PYTHON_LINE_SHAPES: Mapping[str, re.Pattern[str]] = {
+    "none-comparison": re.compile(r"[=!]=\s*None\b|\bNone\s*[=!]="),
+    "bare-except": re.compile(r"^\s*except\s*:"),
+    "mutable-default": re.compile(r"=\s*(\[|\{|(list|dict|set)\()"),
+}
+
+
+def fits_its_line(finding: ReviewFinding, line: str, language: str) -> bool:
+    """Whether the anchored line can be what the finding's code says (see the shapes above)."""
+    shape = _PYTHON_LINE_SHAPES.get(finding.code) if language == "python" else None
+    return shape is None or bool(shape.search(line))
 
 
 def repeats_tool(finding: ReviewFinding, tool_findings: Iterable[ReviewFinding]) -> bool:

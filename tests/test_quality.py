@@ -30,6 +30,7 @@ from memlsp.agents.review_chat import ChatMessage, render_tokens
 from memlsp.agents.review_merge import (
     cap_severity,
     carry_over,
+    fits_its_line,
     remember,
     repeats_tool,
     tool_category,
@@ -358,6 +359,23 @@ def test_carry_over_follows_unchanged_code_and_drops_edited() -> None:
     moved = carry_over(kept, after)
     assert [(f.line, f.end_line) for f in moved] == [(f1_v0 + 2, f1_v0 + 2)]
     assert after.lines[f1_v0 + 2] == "    v0 = x + 0"
+
+
+def test_a_finding_anchored_on_a_line_that_cannot_be_it_is_dropped() -> None:
+    # Seen in the demo: "comparison to None" anchored on a `try:` line twelve lines above
+    # the real `== None` (which ruff reported anyway).
+    finding = dataclasses.replace(llm_finding(0, 0, 4, None), code="none-comparison")
+    assert not fits_its_line(finding, "    try:", "python")
+    assert fits_its_line(finding, "    if user.get('name') == None:", "python")
+    assert fits_its_line(finding, "if None != x:", "python")
+    bare = dataclasses.replace(finding, code="bare-except")
+    assert fits_its_line(bare, "    except:", "python")
+    assert not fits_its_line(bare, "    except ValueError:", "python")
+    mutable = dataclasses.replace(finding, code="mutable-default")
+    assert fits_its_line(mutable, "def add(tag, tags=[]):", "python")
+    assert not fits_its_line(mutable, "def add(tag, tags=None):", "python")
+    assert fits_its_line(dataclasses.replace(finding, code="bug"), "    try:", "python")
+    assert fits_its_line(finding, "    try:", "javascript")  # shapes are Python's only
 
 
 def test_model_findings_repeating_a_linter_are_recognised() -> None:
