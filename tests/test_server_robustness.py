@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 import pytest_lsp
-from lsp_helpers import TIMEOUT, initialize, inline, open_doc, server_config, status
+from lsp_helpers import (
+    TIMEOUT,
+    free_port,
+    initialize,
+    inline,
+    open_doc,
+    server_config,
+    status,
+)
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
@@ -58,6 +66,58 @@ def _parse_frames(raw: bytes) -> list[dict[str, object]]:
         body, rest = rest[:length], rest[length:]
         messages.append(json.loads(body))
     return messages
+
+
+def test_tcp_mode_serves_lsp(tmp_path: Path) -> None:
+    """`serve --tcp` speaks the same protocol over a socket (what some editors connect to)."""
+    import socket
+
+    port = free_port()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memlsp.server.cli", "serve", "--tcp", f"127.0.0.1:{port}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no listener"
+                time.sleep(0.2)
+        with conn:
+            params = {"processId": None, "rootUri": tmp_path.as_uri(), "capabilities": {}}
+            for message in (
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+                {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+                {"jsonrpc": "2.0", "id": 2, "method": "memlsp/status", "params": {}},
+                {"jsonrpc": "2.0", "id": 3, "method": "shutdown"},
+            ):
+                conn.sendall(_frame(message))
+            conn.settimeout(TIMEOUT)
+            raw = b""
+            answered: dict[object, dict[str, object]] = {}
+            while 3 not in answered:
+                chunk = conn.recv(65536)
+                assert chunk, f"connection closed; answered {sorted(answered, key=str)}"
+                raw += chunk
+                try:
+                    messages = _parse_frames(raw)
+                except (AssertionError, json.JSONDecodeError, IndexError, ValueError):
+                    continue  # a frame still arriving
+                answered = {m.get("id"): m for m in messages if "result" in m}
+        init = answered[1]["result"]
+        assert isinstance(init, dict) and "inlineCompletionProvider" in init["capabilities"]
+        status_result = answered[2]["result"]
+        assert isinstance(status_result, dict) and "pool" in status_result
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_stray_prints_never_reach_the_protocol_stream(tmp_path: Path) -> None:
