@@ -3,7 +3,6 @@ the other editor window), with the real store and the real embedding model."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -19,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from embedding_pool import embedding_pool
 
 from memlsp.agents.context import ContextRequest
-from memlsp.config import MemoryConfig, ModelSpec, load_config
+from memlsp.config import MemoryConfig
 from memlsp.memory.coordinator import MAX_REQUEST_BYTES, WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
-from memlsp.models import ModelPool, runtime
+from memlsp.models import ModelPool
 
 FILES = {
     "app/mail.py": (
@@ -96,19 +96,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def one_thread_llama(**kwargs: Any) -> Any:
-    # See tests/test_indexer.py: one thread is several times faster on a loaded 2-core machine.
-    kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
-    return runtime.llama_cpp().Llama(**kwargs)
-
-
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ModelPool]:
-    models: dict[str, ModelSpec] = load_config(
-        None, user_file=Path("/nonexistent.yaml")
-    ).config.models
-    models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=1)
-    pool = ModelPool(models, llama_factory=one_thread_llama)
+    pool = embedding_pool()
     yield pool
     pool.close()
 

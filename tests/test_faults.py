@@ -27,15 +27,15 @@ from typing import Any
 
 import psutil
 import pytest
+from embedding_pool import embedding_pool
 
-from memlsp.config import ModelSpec, load_config
+from memlsp.config import load_config
 from memlsp.memory.chunker import chunk_file
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import mask_secrets
 from memlsp.memory.indexer import manifest_path, stored_chunks
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.store import MIN_FREE_BYTES, MemoryStore
-from memlsp.models import ModelPool, runtime
 
 CLI = [sys.executable, "-m", "memlsp.server.cli"]
 FILES = 300
@@ -52,19 +52,9 @@ def _report_tally() -> Iterator[None]:
     sys.stderr.write(f"\nfault tally: {json.dumps(TALLY)}\n")
 
 
-def _one_thread_llama(**kwargs: Any) -> Any:
-    # llama.cpp's spinning barrier makes a 2-thread embedding far slower on this 2-core machine.
-    kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
-    return runtime.llama_cpp().Llama(**kwargs)
-
-
 @pytest.fixture(scope="module")
 def embedder() -> Iterator[Embedder]:
-    models: dict[str, ModelSpec] = load_config(
-        None, user_file=Path("/nonexistent.yaml")
-    ).config.models
-    models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=1)
-    pool = ModelPool(models, llama_factory=_one_thread_llama)
+    pool = embedding_pool()
     yield Embedder(pool)
     pool.close()
 

@@ -3,23 +3,22 @@ embedding model. Embeddings are counted to prove what is (not) embedded again.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from embedding_pool import embedding_pool
 
-from memlsp.config import MemoryConfig, ModelSpec, load_config
+from memlsp.config import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path, stored_chunks
 from memlsp.memory.retrieval import HybridSearch
 from memlsp.memory.store import MemoryStore
-from memlsp.models import ModelPool, runtime
+from memlsp.models import ModelPool
 
 SECRET_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 SECRET_PASSWORD = "correct-horse-battery"
@@ -57,20 +56,9 @@ BINARY = {"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 INDEXED = {"app/config.py", "app/mail.py", "app/geometry.py", "app/settings.py", ".gitignore"}
 
 
-def one_thread_llama(**kwargs: Any) -> Any:
-    # On this loaded 2-core machine llama.cpp's spinning thread barrier makes an embedding
-    # 4-13x slower with 2 threads than with 1; the pool does not pass n_threads_batch.
-    kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
-    return runtime.llama_cpp().Llama(**kwargs)
-
-
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ModelPool]:
-    models: dict[str, ModelSpec] = load_config(
-        None, user_file=Path("/nonexistent.yaml")
-    ).config.models
-    models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=1)
-    pool = ModelPool(models, llama_factory=one_thread_llama)
+    pool = embedding_pool()
     yield pool
     pool.close()
 

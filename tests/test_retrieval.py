@@ -3,16 +3,15 @@ store with the real embedding model."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from embedding_pool import embedding_pool
 
 from memlsp.agents.context import ContextRequest
-from memlsp.config import MemoryConfig, ModelSpec, load_config
+from memlsp.config import MemoryConfig
 from memlsp.memory import lexical as lexical_module
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.lexical import LexicalIndex
@@ -26,7 +25,6 @@ from memlsp.memory.retrieval import (
     rrf,
 )
 from memlsp.memory.store import MemoryStore
-from memlsp.models import ModelPool, runtime
 
 # -- reciprocal rank fusion ----------------------------------------------------------------------
 
@@ -163,19 +161,9 @@ CHUNKS: dict[str, tuple[str, str]] = {
 }
 
 
-def one_thread_llama(**kwargs: Any) -> Any:
-    # See tests/test_indexer.py: one thread is several times faster on a loaded 2-core machine.
-    kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
-    return runtime.llama_cpp().Llama(**kwargs)
-
-
 @pytest.fixture(scope="module")
 def embedder() -> Iterator[Embedder]:
-    models: dict[str, ModelSpec] = load_config(
-        None, user_file=Path("/nonexistent.yaml")
-    ).config.models
-    models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=1)
-    pool = ModelPool(models, llama_factory=one_thread_llama)
+    pool = embedding_pool()
     yield Embedder(pool)
     pool.close()
 
