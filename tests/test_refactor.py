@@ -753,7 +753,9 @@ def test_user_defined_action_from_workspace(tmp_path: Path, pool: ModelPool) -> 
             """
         )
     )
-    loaded = load_config(ws, user_file=tmp_path / "none.yaml")
+    user_file = tmp_path / "user.yaml"  # this user lets workspaces word their own actions
+    user_file.write_text("security: {allow_workspace_prompts: true}\n")
+    loaded = load_config(ws, user_file=user_file)
     assert loaded.issues == ()
     config = dataclasses.replace(loaded.config.agents.refactor, model=MODEL)
     agent = RefactorAgent(pool, config)
