@@ -23,13 +23,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memlsp.config.refactor_schema import PROMPT_PLACEHOLDERS, RefactorAction, RefactorConfig
 from memlsp.models import ModelPool
 from memlsp.models.prefill import prefill
 
+from .extract_check import extraction_problem
 from .redaction import restore_credentials
 from .refactor_actions import (
     ActionOffer,
@@ -75,6 +76,11 @@ CODE_SYSTEM = (
 COMMENT_SYSTEM = (
     "You explain code inside a code editor. Answer in plain text only: no code blocks, no "
     "markdown, no introduction."
+)
+RETRY_EXTRACTION = (
+    "Your answer does not replace the lines with a call to a new function. Answer again: first "
+    "the new function, then the code with exactly those lines replaced by a call to it, in one "
+    "code block."
 )
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PROMPT_PLACEHOLDERS) + r")\}")
 _PROGRESS_EVERY = 16  # tokens between two progress reports
@@ -258,6 +264,14 @@ class RefactorAgent:
                     "The model's rewrite would replace a credential with ***; nothing was changed.",
                     **stats,
                 )
+            if action.kind == "refactor.extract":
+                checked = self._checked_extraction(
+                    request, action, target, messages, run, code, cancel, progress, title
+                )
+                stats.update(checked.stats)
+                if checked.problem:
+                    return result(checked.problem, **stats)
+                code = checked.code
             outcome = build_edits(request.text, target.span, code, request.language_id)
         log.info(
             "refactor %s on %s: %d edit(s)%s in %.1f s (%d prompt, %d generated tokens)",
@@ -309,6 +323,52 @@ class RefactorAgent:
         if run.finish == "cancelled":
             raise RefactorCancelled()
         return _Generation(run.answer, run.finish, len(tokens), run.generated)
+
+    def _checked_extraction(
+        self,
+        request: ResolveRequest,
+        action: RefactorAction,
+        target: Target,
+        messages: list[ChatMessage],
+        run: _Generation,
+        code: str,
+        cancel: threading.Event,
+        progress: Progress | None,
+        title: str,
+    ) -> _Extraction:
+        """``code`` if it extracts a function that it calls; else one more try, told what was
+        wrong (the model then usually gets it right), else why the rewrite was refused."""
+        original = "\n".join(request.text.split("\n")[target.span.start : target.span.end])
+        problem = extraction_problem(original, code, request.language_id)
+        if problem is None:
+            return _Extraction(code)
+        log.info("refactor %s: %s Asking again.", request.action, problem)
+        _report(progress, f"{title}: the function was not called; asking again")
+        retry = [
+            *messages,
+            ChatMessage("assistant", run.answer),
+            ChatMessage("user", RETRY_EXTRACTION),
+        ]
+        second = self._generate(retry, action, target, cancel, progress, title)
+        stats = {
+            "retries": 1,
+            "prompt_tokens": run.prompt_tokens + second.prompt_tokens,
+            "generated_tokens": run.generated + second.generated,
+            "answer": second.answer,
+        }
+        if second.refusal or second.finish == "length":
+            return _Extraction(code, problem, stats)
+        again = restore_credentials(request.text, extract_code(second.answer))
+        if again is None:
+            return _Extraction(code, problem, stats)
+        return _Extraction(again, extraction_problem(original, again, request.language_id), stats)
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    code: str
+    problem: str | None = None  # for the user, when the rewrite is refused
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .text_edits import LineSpan, TextRange, comment_prefix, grammar_for
 __all__ = ["ActionOffer", "DiagnosticInfo", "Outline", "Target", "offers", "target_for"]
 
 # Definitions that count as "the function at the cursor", per grammar.
-_FUNCTIONS = {
+FUNCTION_KINDS = {
     "python": frozenset({"function_definition"}),
     "javascript": frozenset(
         {"function_declaration", "generator_function_declaration", "method_definition"}
@@ -35,8 +35,8 @@ _FUNCTIONS = {
     "java": frozenset({"method_declaration", "constructor_declaration"}),
     "c": frozenset({"function_definition"}),
 }
-_FUNCTIONS["typescript"] = _FUNCTIONS["tsx"] = _FUNCTIONS["javascript"]
-_FUNCTIONS["cpp"] = _FUNCTIONS["c"]
+FUNCTION_KINDS["typescript"] = FUNCTION_KINDS["tsx"] = FUNCTION_KINDS["javascript"]
+FUNCTION_KINDS["cpp"] = FUNCTION_KINDS["c"]
 # Class-like definitions whose functions are methods (a helper extracted from one needs `self`).
 _CLASSES = {
     "python": frozenset({"class_definition"}),
@@ -46,7 +46,7 @@ _CLASSES = {
 }
 _CLASSES["typescript"] = _CLASSES["tsx"] = _CLASSES["javascript"]
 # `const f = () => {...}` is a function; an inline callback is not (it is part of a statement).
-_FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function"})
+FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function"})
 # Wrappers whose lines belong to the definition inside them.
 _WRAPPERS = frozenset({"decorated_definition", "export_statement"})
 
@@ -177,7 +177,7 @@ class Outline:
 
     def enclosing_function(self, span: LineSpan) -> LineSpan | None:
         """The innermost function containing every line of ``span`` (with its decorators)."""
-        kinds = _FUNCTIONS.get(self.grammar or "", frozenset())
+        kinds = FUNCTION_KINDS.get(self.grammar or "", frozenset())
         for node in _ancestors(self.node_at(span.start)):
             definition = self._definition(node, kinds)
             if definition is not None and _span(definition).contains(span):
@@ -190,7 +190,7 @@ class Outline:
         classes = _CLASSES.get(self.grammar or "", frozenset())
         if function is None or not classes:
             return None
-        kinds = _FUNCTIONS.get(self.grammar or "", frozenset())
+        kinds = FUNCTION_KINDS.get(self.grammar or "", frozenset())
         # The first definition above the function decides: a function nested in a function
         # inside a class is not a method.
         for node in _ancestors(self.node_at(function.start)):
@@ -207,7 +207,7 @@ class Outline:
     def _definition(node: Node, kinds: frozenset[str]) -> Node | None:
         if node.type in kinds:
             outer = node
-        elif node.type in _FUNCTION_VALUES and node.parent is not None:
+        elif node.type in FUNCTION_VALUES and node.parent is not None:
             if node.parent.type != "variable_declarator" or node.parent.parent is None:
                 return None
             outer = node.parent.parent  # the whole `const f = ...;`
