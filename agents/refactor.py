@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from memlsp.models import ModelPool
 from memlsp.models.prefill import prefill
 
 from .extract_check import extraction_problem
+from .extract_python import ExtractionPlan, plan_extraction, valid_name
 from .redaction import restore_credentials
 from .refactor_actions import (
     ActionOffer,
@@ -76,6 +78,10 @@ CODE_SYSTEM = (
 COMMENT_SYSTEM = (
     "You explain code inside a code editor. Answer in plain text only: no code blocks, no "
     "markdown, no introduction."
+)
+NAME_SYSTEM = (
+    "You name functions inside a code editor. Answer with one snake_case identifier that says "
+    "what the function does, and nothing else."
 )
 RETRY_EXTRACTION = (
     "Your answer does not replace the lines with a call to a new function. Answer again: first "
@@ -150,6 +156,7 @@ class ResolveResult:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     answer: str = ""  # the model's raw answer (for logs and tests)
+    retries: int = 0  # answers refused by a check and asked again
 
     def edits_json(self) -> list[dict[str, Any]]:
         return [edit_to_json(e) for e in self.edits]
@@ -232,6 +239,34 @@ class RefactorAgent:
                 f"{config.max_target_lines} (agents.refactor.max_target_lines)."
             )
         _report(progress, f"{title}: preparing")
+        if action.kind == "refactor.extract" and target.selection is not None:
+            plan = (
+                plan_extraction(
+                    outline.lines,
+                    target.span,
+                    target.selection,
+                    method=outline.enclosing_class(target.selection) is not None,
+                )
+                if outline.grammar == "python"
+                else "not Python"
+            )
+            if isinstance(plan, ExtractionPlan):
+                name, naming = self._name_helper(plan, request.text, cancel, progress, title)
+                outcome = build_edits(
+                    request.text, target.span, plan.render(name), request.language_id
+                )
+                log.info(
+                    "refactor %s on %s: extracted %s(%s) -> %s, %d edit(s) in %.1f s",
+                    request.action,
+                    request.uri,
+                    name,
+                    ", ".join(plan.parameters),
+                    ", ".join(plan.returns) or "None",
+                    len(outcome.edits),
+                    time.perf_counter() - started,
+                )
+                return result(outcome.message, edits=outcome.edits, model=config.model, **naming)
+            log.info("refactor %s: the model rewrites it (%s)", request.action, plan)
         diagnostics = diagnostics_in(request.diagnostics, target.span)
         messages = build_messages(
             action, outline, target, instruction, diagnostics, config.context_lines
@@ -323,6 +358,52 @@ class RefactorAgent:
         if run.finish == "cancelled":
             raise RefactorCancelled()
         return _Generation(run.answer, run.finish, len(tokens), run.generated)
+
+    def _name_helper(
+        self,
+        plan: ExtractionPlan,
+        text: str,
+        cancel: threading.Event,
+        progress: Progress | None,
+        title: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """A name for the extracted helper from the model (a few tokens), checked to be a free
+        identifier; ``extracted`` (numbered) when the model's is not usable."""
+        taken = set(re.findall(r"\b(?:def|class)\s+(\w+)", text)) | set(
+            re.findall(r"^\s*(\w+)\s*=", text, re.MULTILINE)
+        )
+        kind = "method" if plan.receiver else "function"
+        body = textwrap.dedent("\n".join(plan.body))
+        takes = ", ".join(plan.parameters) or "nothing"
+        gives = ", ".join(plan.returns) or "nothing"
+        messages = [
+            ChatMessage("system", NAME_SYSTEM),
+            ChatMessage(
+                "user",
+                f"Name a new Python {kind} whose body is:\n```python\n{body}\n```\n"
+                f"It takes {takes} and returns {gives}.",
+            ),
+        ]
+        if cancel.is_set():
+            raise RefactorCancelled()
+        _report(progress, f"{title}: naming the new {kind}")
+        with self.pool.acquire(self.config.model) as model:
+            tokens = chat_tokens(model.llama, messages)
+            if prefill(model.llama, tokens, cancel) is None:
+                raise RefactorCancelled()
+            run = _stream(model.llama, tokens, 16, False, cancel, None, title)
+        if run.finish == "cancelled":
+            raise RefactorCancelled()
+        found = re.search(r"[A-Za-z_][A-Za-z0-9_]*", run.answer.replace("python", " "))
+        name = found.group(0) if found else ""
+        if not valid_name(name, taken):
+            fallbacks = (f"extracted{i or ''}" for i in range(1000))
+            name = next(n for n in fallbacks if valid_name(n, taken))
+        return name, {
+            "prompt_tokens": len(tokens),
+            "generated_tokens": run.generated,
+            "answer": run.answer,
+        }
 
     def _checked_extraction(
         self,
