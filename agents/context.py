@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "CompositeContextProvider",
@@ -67,6 +67,27 @@ class ContextProvider(Protocol):
         Synchronous: called from a worker thread.
         """
         ...
+
+
+@runtime_checkable
+class PrefetchingProvider(Protocol):
+    """A provider whose context takes time to find (a search) can start finding it early."""
+
+    def prefetch(self, request: ContextRequest) -> None:
+        """Start finding the context of ``request`` in the background; returns at once (it is
+        called on the event loop)."""
+        ...
+
+
+def prefetch(providers: Iterable[ContextProvider], request: ContextRequest) -> None:
+    """Ask every provider that can to start on ``request``; a failure only costs the head
+    start."""
+    for provider in providers:
+        if isinstance(provider, PrefetchingProvider):
+            try:
+                provider.prefetch(request)
+            except Exception:
+                logger.warning("context prefetch by %r failed", provider, exc_info=True)
 
 
 def _line_set(text: str) -> frozenset[str]:

@@ -525,6 +525,14 @@ class WorkspaceMemory:
             "notice": self._notice,
             "last_error": self._last_error or self._ipc_error,
         }
+        provider = self._provider
+        if provider is not None:  # this window's completion context
+            base["retrieval"] = {
+                "searches": provider.searches,
+                "prefetches": provider.prefetches,
+                "cache_hits": provider.cache_hits,
+                "over_budget": provider.over_budget,
+            }
         try:
             if self._role == "owner":
                 base.update(self._owner_status())

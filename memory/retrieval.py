@@ -212,6 +212,7 @@ class MemoryContextProvider:
         self.searches = 0
         self.cache_hits = 0
         self.over_budget = 0
+        self.prefetches = 0
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -224,6 +225,26 @@ class MemoryContextProvider:
         hits = self._hits_for(key, path, request.prefix)
         around = _last_lines(request.prefix, AROUND_LINES)
         return self._render(hits, budget_chars, around)
+
+    def prefetch(self, request: ContextRequest) -> None:
+        """Start the search for ``request``'s region unless it is cached or another search is
+        running: the completion that follows (after the debounce, or the first one in a file
+        just opened) then finds it done or under way instead of starting it."""
+        path = self._relative(request.path)
+        key = region_key(path, request.prefix)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and self._clock() - cached[0] <= self._ttl_s:
+                return
+            if self._inflight is not None and not self._inflight[1].done():
+                return
+            try:
+                future = self._executor.submit(self._run_search, key, path, request.prefix)
+            except RuntimeError:  # closed
+                return
+            self._inflight = (key, future)
+            self.searches += 1
+            self.prefetches += 1
 
     # -- finding hits within the time budget --------------------------------------------------
 

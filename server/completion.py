@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
+from memlsp.agents.context import ContextRequest
 from memlsp.agents.generator import Cancelled, InlineRequest, Suggestion
 from memlsp.models import ModelError
 
@@ -83,6 +84,12 @@ class CompletionService:
             hit = generator.cached(request)
             if hit is not None:
                 return hit
+        # The memory search runs while the debounce waits (it has its own time budget later).
+        session.prefetch_context(
+            ContextRequest(
+                request.path, request.prefix, request.suffix, request.language_id, cursor.uri
+            )
+        )
         cancel = threading.Event()
         self._inflight[cursor.uri] = cancel
         loop = asyncio.get_running_loop()

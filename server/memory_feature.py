@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
-from memlsp.agents.context import ContextChunk, ContextRequest
+from memlsp.agents.context import ContextChunk, ContextRequest, PrefetchingProvider
 from memlsp.memory.coordinator import WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
 
@@ -165,6 +165,15 @@ class MemoryService:
         if memory is None:
             return []
         return memory.context_provider().context_for(request, budget_chars)
+
+    def prefetch(self, request: ContextRequest) -> None:
+        """PrefetchingProvider: start the memory search of the document's folder (on the loop:
+        only submits it)."""
+        memory = self._memory_for(request.uri) if request.uri else None
+        if memory is not None:
+            provider = memory.context_provider()
+            if isinstance(provider, PrefetchingProvider):
+                provider.prefetch(request)
 
     def snippets(self, path: str, code: str) -> list[str]:
         """Snippets for the review and refactor agents (blocking; worker threads only)."""

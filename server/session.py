@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from memlsp.agents.context import CompositeContextProvider, ContextProvider, RecentContextRing
+from memlsp.agents.context import (
+    CompositeContextProvider,
+    ContextProvider,
+    ContextRequest,
+    RecentContextRing,
+    prefetch,
+)
 from memlsp.agents.generator import GeneratorAgent
 from memlsp.config import Config, ConfigIssue, load_config
 from memlsp.models import ModelError, ModelPool
@@ -27,6 +33,18 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 FIM_DEFAULT_CPU = "qwen2.5-coder-0.5b"
 FIM_DEFAULT_GPU = "qwen2.5-coder-1.5b"
+
+
+def auto_fim_model() -> str:
+    """The completion model 'auto' stands for on this machine (may import llama.cpp: worker
+    threads only): the larger one where llama.cpp can offload to a GPU."""
+    from memlsp.models.runtime import supports_gpu_offload
+
+    return FIM_DEFAULT_GPU if supports_gpu_offload() else FIM_DEFAULT_CPU
+
+
+# A file just opened is searched for with its first lines (most files are opened at the top).
+OPEN_PREFETCH_LINES = 40
 
 
 def uri_to_path(uri: str) -> Path | None:
@@ -142,11 +160,7 @@ class Session:
 
     def fim_model_name(self) -> str:
         chosen = self.config.agents.generator.model
-        if chosen != "auto":
-            return chosen
-        from memlsp.models.runtime import supports_gpu_offload
-
-        return FIM_DEFAULT_GPU if supports_gpu_offload() else FIM_DEFAULT_CPU
+        return auto_fim_model() if chosen == "auto" else chosen
 
     # -- documents -----------------------------------------------------------------------
 
@@ -172,7 +186,19 @@ class Session:
         return path.relative_to(folder).as_posix() if folder else path.name
 
     def note_opened(self, uri: str, text: str) -> None:
-        self.context.note_open(self.relative_path(uri), text)
+        path = self.relative_path(uri)
+        self.context.note_open(path, text)
+        # The first completion in a file would otherwise wait for a search from scratch and, on
+        # a busy machine, go without memory: search for the file's opening lines now, which
+        # also gives the file's later first requests a fallback while their own search runs.
+        opening = "\n".join(text.split("\n")[:OPEN_PREFETCH_LINES])
+        self.prefetch_context(ContextRequest(path, opening, "", "", uri))
+
+    def prefetch_context(self, request: ContextRequest) -> None:
+        """Let the slow context providers (memory search) start on ``request`` (on the loop:
+        only submits work)."""
+        if self.config.agents.generator.context_tokens > 0:
+            prefetch(self.extra_context, request)
 
     def note_edited(self, uri: str, text: str, line: int) -> None:
         self.context.note_edit(self.relative_path(uri), text, line)

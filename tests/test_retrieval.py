@@ -350,3 +350,32 @@ def test_context_over_the_time_budget_falls_back_then_catches_up(
     moved = prefix_with([*CODE, "    pass"] * 3, "    x = ")
     assert provider.context_for(request(path, moved), 4000) == chunks
     provider.close()
+
+
+def wait_idle(provider: MemoryContextProvider) -> None:
+    deadline = time.monotonic() + 60
+    while provider._inflight is not None and not provider._inflight[1].done():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_prefetch_starts_the_search_that_the_completion_then_finds(hybrid: HybridSearch) -> None:
+    # A budget no search meets: without the prefetch, the request would get nothing.
+    provider = MemoryContextProvider(hybrid.search, budget_s=0.0005)
+    path = "app/other.py"
+    cursor = request(path, prefix_with(CODE, "    key = hk"))
+    provider.prefetch(cursor)
+    provider.prefetch(cursor)  # under way: not searched twice
+    assert (provider.prefetches, provider.searches) == (1, 1)
+    wait_idle(provider)
+    chunks = provider.context_for(cursor, 4000)
+    assert chunks and (provider.cache_hits, provider.over_budget) == (1, 0)
+    provider.prefetch(cursor)  # cached: no search
+    assert provider.searches == 1
+    # A file's opening search is the fallback of its other regions while theirs run.
+    provider.prefetch(request("app/new.py", "\n".join(CODE)))
+    wait_idle(provider)
+    far = request("app/new.py", prefix_with(["x = 1"] * 40, "y = "))
+    assert provider.context_for(far, 4000) != []
+    assert (provider.searches, provider.over_budget) == (3, 1)
+    provider.close()

@@ -83,9 +83,13 @@ async def test_indexes_in_background_with_progress_and_uses_memory(
     )
     uri = open_doc(client, tmp_path / "notify.py", source + '}"\n')
     text = await inline(client, uri, 4, len('    return f"Dear {invoice.'))
-    context = (await status(client))["generator"]["last_context"]
-    assert ["memory", "billing/models.py"] in context, context
+    now = await status(client)
+    assert ["memory", "billing/models.py"] in now["generator"]["last_context"], now["generator"]
     assert text is not None
+    # The search began when the document opened (and again when the request came, before
+    # the debounce), not when the prompt was built.
+    retrieval = now["memory"]["folders"][0]["retrieval"]
+    assert retrieval["prefetches"] >= 1 and retrieval["searches"] >= retrieval["prefetches"]
 
 
 async def test_saved_file_is_reindexed(client: LanguageClient, tmp_path: Path) -> None:
