@@ -10,9 +10,12 @@ the whole process during a load (GUIDE §5), which would eat JSON-RPC output. So
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -61,6 +64,41 @@ def llama_cpp() -> ModuleType:
             module.llama_log_set(_callback, ctypes.c_void_p(0))
             _module = module
         return _module
+
+
+# Shared libraries of llama.cpp's GPU backends, as llama-cpp-python installs them.
+_GPU_BACKENDS = ("libggml-cuda", "libggml-hip", "libggml-vulkan", "libggml-metal", "libggml-sycl")
+
+
+def gpu_build_installed() -> bool:
+    """Whether the installed llama-cpp-python has a GPU backend, found without importing it."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return has_gpu_backend(Path(folder) for folder in spec.submodule_search_locations)
+
+
+def has_gpu_backend(package_folders: Iterable[Path]) -> bool:
+    """Whether a llama_cpp package folder holds a GPU backend's library in its ``lib``."""
+    for folder in package_folders:
+        lib = folder / "lib"
+        if lib.is_dir() and any(p.name.startswith(_GPU_BACKENDS) for p in lib.iterdir()):
+            return True
+    return False
+
+
+def load_first_if_gpu_build() -> bool:
+    """Import llama_cpp now, before numpy, when the build has a GPU backend.
+
+    Measured on an H200 machine (CUDA 13 build of llama-cpp-python 0.3.36, numpy 2.5.2): with
+    numpy imported first, every model load segfaulted, CPU-only loads included; with llama_cpp
+    imported first, all ran. A process that will load models calls this before anything
+    imports numpy. CPU builds keep the lazy import: start-up time matters more there and they
+    were not seen to crash."""
+    if not gpu_build_installed():
+        return False
+    llama_cpp()
+    return True
 
 
 def supports_gpu_offload() -> bool:

@@ -127,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .stdio import claim_stdout
 
         protocol_out = claim_stdout()  # before any import that might write to fd 1
+    _load_llama_first()
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     from . import logs
     from .lsp import build_server
@@ -218,7 +219,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from memlsp.models import ModelError, ModelPool
 
     from .documents import language_from_uri
-    from .session import FIM_DEFAULT_CPU
+    from .session import auto_fim_model
 
     target, line_no, col_no = _parse_location(args.location)
     target = target.resolve()
@@ -237,7 +238,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     config = load_config(root).config
     model = args.model or config.agents.generator.model
     if model == "auto":
-        model = FIM_DEFAULT_CPU
+        model = auto_fim_model()
     pool = ModelPool.from_config(config)
     memory = None if args.no_memory else _built_memory(root, config, pool)
     context = memory.context_provider() if memory is not None else None
@@ -513,11 +514,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_llama_first() -> None:
+    """With a GPU build, llama_cpp must be imported before numpy (models.runtime)."""
+    from memlsp.models import runtime
+
+    try:
+        runtime.load_first_if_gpu_build()
+    except Exception:  # the first model load reports a broken runtime to the user
+        logging.getLogger(__name__).warning("could not import llama_cpp early", exc_info=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log_level is None:  # a command's own output, not a log, is what the user reads
         args.log_level = "info" if args.command == "serve" else "warning"
     _setup_logging(args.log_level)
+    if args.command != "serve":  # serve does it once stdout is claimed for JSON-RPC
+        _load_llama_first()
     code: int = args.func(args)
     return code
 
