@@ -32,20 +32,17 @@ from .filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
 from .lexical import LexicalIndex
 from .manifest import FileEntry, Manifest
 from .records import ChunkRecord, StoreError, StoreUnavailableError
-from .store import CONTENT_HASH, FILE_PATH, MemoryStore
+from .store import MemoryStore
 
 __all__ = [
     "OVER_LIMIT",
     "IndexProgress",
     "Indexer",
-    "StoredChunk",
     "manifest_path",
-    "stored_chunks",
 ]
 
 log = logging.getLogger(__name__)
 
-SYMBOL = "metadata.symbol"
 # Skip reason of files beyond ``memory.max_files``.
 OVER_LIMIT = "over max_files"
 # Chunks embedded per store call: the cancellation latency (a chunk costs 50-150 ms on 2 cores).
@@ -86,38 +83,6 @@ class _Cancelled(Exception):
 
 def manifest_path(store: MemoryStore) -> Path:
     return store.path / f"{store.collection}.manifest.json"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChunk:
-    id: str
-    path: str
-    symbol: str
-    content_hash: str
-    text: str
-
-
-def stored_chunks(store: MemoryStore) -> list[StoredChunk]:
-    """Every stored chunk's id, path, symbol, content hash and text (no vectors).
-
-    MemoryStore has no public bulk read yet; this is its one reader outside store.py.
-    """
-    db: Any = store._open_db()
-    items = db.scroll(None, ["memory", FILE_PATH, SYMBOL, CONTENT_HASH], False)
-    out = []
-    for item in items:
-        payload = item.payload or {}
-        meta = payload.get("metadata") or {}
-        out.append(
-            StoredChunk(
-                id=str(item.id),
-                path=str(meta.get("file_path", "")),
-                symbol=str(meta.get("symbol", "")),
-                content_hash=str(meta.get("content_hash", "")),
-                text=str(payload.get("memory", "")),
-            )
-        )
-    return out
 
 
 def lower_thread_priority() -> None:
@@ -410,7 +375,7 @@ class Indexer:
 
     def _load(self) -> None:
         started = time.monotonic()
-        chunks = stored_chunks(self.store)
+        chunks = self.store.stored_chunks()
         self._check_cancel()
         stored: dict[str, dict[str, str]] = {}
         for chunk in chunks:

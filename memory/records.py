@@ -119,3 +119,14 @@ class StoreFullError(StoreUnavailableError):
     """Too little free disk space at the store to write (or open) it safely: Qdrant Edge maps
     its files into memory, and a write to a mapped page the disk cannot back kills the process
     with SIGBUS instead of raising, so the store refuses before that."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A stored chunk as a scan of the store returns it: no vector, no line numbers."""
+
+    id: str
+    path: str
+    symbol: str
+    content_hash: str
+    text: str

@@ -20,7 +20,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
 from memlsp.agents.context import ContextChunk, ContextRequest, line_similarity
 
@@ -84,15 +83,6 @@ def rrf(
     return sorted(scores.items(), key=lambda item: (-item[1], first[item[0]]))
 
 
-def _records_by_id(store: MemoryStore, ids: list[str]) -> dict[str, ChunkRecord]:
-    """Stored chunks by id. MemoryStore has no public read by id yet; this is its one reader
-    outside store.py. Skipped while the store is being optimized: the read would wait for it."""
-    if not ids or store.optimizing:
-        return {}
-    db: Any = store._open_db()
-    return {str(i.id): ChunkRecord.from_payload(i.payload or {}) for i in db.get_by_ids(ids)}
-
-
 class HybridSearch:
     """Vector and BM25 rankings of ``candidates`` chunks each, fused; returns ``Hit``s whose
     score is the fused (RRF) score, not a cosine. ``lexical_weight`` scales BM25's share."""
@@ -124,7 +114,7 @@ class HybridSearch:
         # lexical index may trail the store by a file) is left out.
         wanted = [cid for cid, _ in fused[: 2 * k] if cid not in records]
         try:
-            records.update(_records_by_id(self.store, wanted))
+            records.update(self.store.records_by_id(wanted))
         except StoreError as exc:
             log.debug("memory: lexical hits unreadable: %s", exc)
         hits = [Hit(records[cid], score) for cid, score in fused if cid in records]

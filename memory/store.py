@@ -38,6 +38,7 @@ from .records import (
     ChunkRecord,
     Hit,
     StoreBusyError,
+    StoredChunk,
     StoreError,
     StoreFullError,
     StoreUnavailableError,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 FILE_PATH = "metadata.file_path"
 CONTENT_HASH = "metadata.content_hash"
+SYMBOL = "metadata.symbol"
 # Start an index build once this many points are searched by brute force (below that, brute
 # force over 384-d vectors is a few milliseconds anyway).
 OPTIMIZE_MIN_UNINDEXED = 8000
@@ -399,6 +401,34 @@ class MemoryStore:
             Hit(ChunkRecord.from_payload(i.payload or {}), float(i.score or 0.0)) for i in items
         ]
         return sorted(hits, key=lambda h: h.score, reverse=True)
+
+    @_server_errors
+    def records_by_id(self, ids: Sequence[str]) -> dict[str, ChunkRecord]:
+        """Stored chunks by id; none while the store is being optimized (the read would wait
+        for the index build, and callers are completions that cannot)."""
+        if not ids or self.optimizing:
+            return {}
+        items = self._open_db().get_by_ids(list(ids))
+        return {str(i.id): ChunkRecord.from_payload(i.payload or {}) for i in items}
+
+    @_server_errors
+    def stored_chunks(self) -> list[StoredChunk]:
+        """Every stored chunk's id, path, symbol, content hash and text (no vectors)."""
+        items = self._open_db().scroll(None, ["memory", FILE_PATH, SYMBOL, CONTENT_HASH], False)
+        out = []
+        for item in items:
+            payload = item.payload or {}
+            meta = payload.get("metadata") or {}
+            out.append(
+                StoredChunk(
+                    id=str(item.id),
+                    path=str(meta.get("file_path", "")),
+                    symbol=str(meta.get("symbol", "")),
+                    content_hash=str(meta.get("content_hash", "")),
+                    text=str(payload.get("memory", "")),
+                )
+            )
+        return out
 
     @_server_errors
     def count(self) -> int:

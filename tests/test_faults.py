@@ -33,7 +33,7 @@ from memlsp.config import load_config
 from memlsp.memory.chunker import chunk_file
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import mask_secrets
-from memlsp.memory.indexer import manifest_path, stored_chunks
+from memlsp.memory.indexer import manifest_path
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.store import MIN_FREE_BYTES, MemoryStore
 
@@ -155,7 +155,7 @@ def read_store(
 
     store = MemoryStore(workspace, MemoryConfig(path=str(store_dir)), embedder)
     with store:
-        chunks = stored_chunks(store)
+        chunks = store.stored_chunks()
         manifest = Manifest.load(manifest_path(store), store.collection)
     stored: dict[str, dict[str, str]] = {}
     for chunk in chunks:

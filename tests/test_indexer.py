@@ -15,7 +15,7 @@ from embedding_pool import embedding_pool
 from memlsp.config import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
-from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path, stored_chunks
+from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path
 from memlsp.memory.retrieval import HybridSearch
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
@@ -107,7 +107,7 @@ class Memory:
         return [h.record.symbol for h in self.search.search(query, k)]
 
     def paths(self) -> set[str]:
-        return {chunk.path for chunk in stored_chunks(self.store)}
+        return {chunk.path for chunk in self.store.stored_chunks()}
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_skipped_files_are_reported_with_reasons(memory: Memory) -> None:
 
 
 def test_secrets_are_masked_before_chunking(memory: Memory) -> None:
-    texts = {chunk.path: chunk.text for chunk in stored_chunks(memory.store)}
+    texts = {chunk.path: chunk.text for chunk in memory.store.stored_chunks()}
     settings = texts["app/settings.py"]
     assert SECRET_TOKEN not in settings and SECRET_PASSWORD not in settings
     assert 'db_password = "***"' in settings and "CACHE_URL" in settings

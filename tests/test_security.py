@@ -50,7 +50,6 @@ from memlsp.agents.text_edits import (
 from memlsp.config import Config, MemoryConfig, load_config
 from memlsp.config.schema import GeneratorConfig, QualityConfig
 from memlsp.memory.embedder import Embedder
-from memlsp.memory.indexer import stored_chunks
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
 from memlsp.server.control import query_all
@@ -442,7 +441,7 @@ def test_index_of_the_hostile_workspace_holds_no_outside_code_and_no_credentials
     store = MemoryStore(WS, MemoryConfig(), Embedder(pool))
     store.open()
     try:
-        chunks = stored_chunks(store)
+        chunks = store.stored_chunks()
     finally:
         store.close()
     if not chunks:

@@ -34,7 +34,7 @@ import psutil
 from memlsp.config import MemoryConfig, load_config
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
-from memlsp.memory.indexer import Indexer, stored_chunks
+from memlsp.memory.indexer import Indexer
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.retrieval import HybridSearch, query_text, rrf
@@ -160,7 +160,7 @@ def restart(root: Path, config: MemoryConfig, embedder: Embedder) -> dict[str, A
     """Re-open: the store, one scan of it (the lexical index is rebuilt from the stored
     texts), then a full pass in which every file is unchanged."""
     store, indexer, open_s = open_indexer(root, config, embedder)
-    scanned, scan_s = timed(lambda: stored_chunks(store))
+    scanned, scan_s = timed(lambda: store.stored_chunks())
     lexical = LexicalIndex()
     _, lexical_s = timed(
         lambda: lexical.add_many((c.id, c.path, c.symbol, c.text) for c in scanned)
@@ -210,7 +210,7 @@ def leaf_name(symbol: str) -> str:
 
 def search_bench(store: MemoryStore, indexer: Indexer, queries: int) -> dict[str, Any]:
     rng = random.Random(11)
-    chunks = stored_chunks(store)
+    chunks = store.stored_chunks()
     by_id = {c.id: c for c in chunks}
     # Names defined once in the codebase (a name defined twice has no single right answer).
     defined = Counter(leaf_name(c.symbol) for c in chunks)
