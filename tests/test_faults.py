@@ -664,6 +664,56 @@ def test_editor_gone_server_exits_releases_store_leaves_no_children(
     TALLY["faults_survived"] += 1
 
 
+def test_kill_9_of_the_server_mid_indexing_next_server_takes_over(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """SIGKILL of `memlsp serve` itself while it indexes (no shutdown, no cleanup of its store
+    lock or manifest): the next server on the workspace becomes the memory's owner, finishes
+    the index without duplicates or stale chunks, and serves completions."""
+    workspace = tmp_path / "ws"
+    expected = make_workspace(workspace)
+    store_dir = tmp_path / "store"
+    home = server_config(tmp_path / "config", store_dir)
+    client = RawClient(home, tmp_path)
+    try:
+        client.initialize(workspace)
+        deadline = time.monotonic() + 240
+        while True:  # some chunks stored, more to come
+            folders = client.status()["memory"]["folders"]
+            if folders and folders[0].get("chunks", 0) > 0:
+                break
+            assert time.monotonic() < deadline, folders
+            time.sleep(0.2)
+        assert folders[0].get("lag", 0) > 0 or folders[0]["chunks"] < chunk_total(expected)
+        TALLY["faults_injected"] += 1
+        client.proc.send_signal(signal.SIGKILL)
+        assert client.proc.wait(30) == -signal.SIGKILL
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+    stored, listed, ids = read_store(workspace, store_dir, embedder)
+    assert_consistent(stored, listed, ids, expected)
+    killed_with = chunk_total(stored)
+    assert killed_with < chunk_total(expected), "indexing had finished before the kill"
+
+    with raw_server(home, tmp_path) as again:
+        again.initialize(workspace)
+        folder = again.wait_memory()
+        assert folder["role"] == "owner", folder  # the dead owner's lock did not stick
+        deadline = time.monotonic() + 240
+        while folder["chunks"] < chunk_total(expected):
+            assert time.monotonic() < deadline, folder
+            time.sleep(0.5)
+            folder = again.status()["memory"]["folders"][0]
+        uri = again.open(workspace / "scratch.py", SOURCE)
+        assert again.inline(uri, 1, 4) is not None
+    stored, listed, ids = read_store(workspace, store_dir, embedder)
+    assert_consistent(stored, listed, ids, expected)
+    assert {p: c for p, c in stored.items() if p != "scratch.py"} == expected
+    TALLY["chunks_lost"] += max(0, killed_with - chunk_total(stored))
+    TALLY["faults_survived"] += 1
+
+
 # -- 6. a storm of cancellations ---------------------------------------------------------------
 
 REQUEST_CANCELLED = -32800
