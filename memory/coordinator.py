@@ -32,7 +32,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +66,8 @@ MAX_PATHS = 10000
 MAX_PATH_CHARS = 4096
 MAX_QUERY_CHARS = 65536
 MAX_K = 100
+MAX_NAMES = 32  # definitions_of in one search
+MAX_NAME_CHARS = 200
 # A client checks the lock this often: the takeover delay after the owner dies.
 POLL_S = 0.5
 # Waiting for a store another process still holds (e.g. a dead owner's optimizer child).
@@ -473,17 +475,25 @@ class WorkspaceMemory:
     def reindex(self, rebuild: bool = False) -> None:
         self._mutate("reindex", {"rebuild": bool(rebuild)})
 
-    def search(self, query: str, k: int, exclude_path: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int,
+        exclude_path: str | None = None,
+        definitions_of: Sequence[str] = (),
+    ) -> list[Hit]:
         """The ``k`` chunks best matching ``query`` (vectors and BM25 fused), best first,
-        leaving out ``exclude_path`` (absolute, or relative to the root). [] when there is no
-        memory (yet)."""
+        after the chunks defining ``definitions_of`` (names, e.g. imported ones), leaving out
+        ``exclude_path`` (absolute, or relative to the root). [] when there is no memory
+        (yet)."""
         exclude = self._relative_or_none(exclude_path)
         k = min(k, MAX_K)
         query = query[-MAX_QUERY_CHARS:]
+        names = [n for n in definitions_of if len(n) <= MAX_NAME_CHARS][:MAX_NAMES]
         try:
             owned = self._owned
             if self._role == "owner" and owned is not None:
-                return owned.search.search(query, k, exclude)
+                return owned.search.search(query, k, exclude, names)
             if self._role == "client" and self._client is not None:
                 raw = self._client.request(
                     "search",
@@ -491,6 +501,7 @@ class WorkspaceMemory:
                     query=query,
                     k=k,
                     exclude_path=exclude,
+                    definitions_of=names,
                 )
                 self._ipc_error = ""
                 return [_hit_from_json(h) for h in raw["hits"]]
@@ -794,8 +805,17 @@ class WorkspaceMemory:
                 raise ValueError(f"k: an integer from 0 to {MAX_K}")
             if exclude is not None:
                 exclude = _path_arg(exclude, "exclude_path")
+            names = request.get("definitions_of", [])  # absent from older peers
+            if (
+                not isinstance(names, list)
+                or len(names) > MAX_NAMES
+                or not all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS for n in names)
+            ):
+                raise ValueError(
+                    f"definitions_of: at most {MAX_NAMES} names of {MAX_NAME_CHARS} characters"
+                )
             owned = self._owned
-            hits = owned.search.search(query, k, exclude) if owned is not None else []
+            hits = owned.search.search(query, k, exclude, names) if owned is not None else []
             return {"hits": [_hit_to_json(h) for h in hits]}
         if op in ("changed", "deleted", "renamed", "reindex"):
             self._apply(op, request)

@@ -70,6 +70,8 @@ class LexicalIndex:
         self._alive = bytearray()
         self._ids: list[str | None] = []
         self._paths: list[str | None] = []
+        self._symbols: list[str | None] = []
+        self._by_symbol: dict[str, list[str]] = {}  # definition name -> chunk ids
         self._doc_of: dict[str, int] = {}
         self._docs_of_path: dict[str, list[int]] = {}
         self._live = 0
@@ -96,11 +98,11 @@ class LexicalIndex:
     def replace_path(self, path: str, chunks: Iterable[tuple[str, str, str]]) -> None:
         """Make ``path``'s chunks exactly ``chunks``: ``(chunk id, symbol, text)`` triples."""
         # Tokenised outside the lock: the regex work is the slow part.
-        terms = [(cid, terms_of(symbol, text)) for cid, symbol, text in chunks]
+        terms = [(cid, symbol, terms_of(symbol, text)) for cid, symbol, text in chunks]
         with self._lock:
             self._remove_path(path)
-            for cid, (counts, length) in terms:
-                self._add(cid, path, counts, length)
+            for cid, symbol, (counts, length) in terms:
+                self._add(cid, path, symbol, counts, length)
             self._maybe_compact()
 
     def add_many(self, chunks: Iterable[tuple[str, str, str, str]]) -> None:
@@ -112,7 +114,7 @@ class LexicalIndex:
                 old = self._doc_of.get(cid)
                 if old is not None:
                     self._kill(old)
-                self._add(cid, path, counts, length)
+                self._add(cid, path, symbol, counts, length)
         with self._lock:
             self._maybe_compact()
 
@@ -121,10 +123,13 @@ class LexicalIndex:
             self._remove_path(path)
             self._maybe_compact()
 
-    def _add(self, cid: str, path: str, counts: Counter[str], length: int) -> None:
+    def _add(self, cid: str, path: str, symbol: str, counts: Counter[str], length: int) -> None:
         doc = len(self._ids)
         self._ids.append(cid)
         self._paths.append(path)
+        self._symbols.append(symbol)
+        if symbol:
+            self._by_symbol.setdefault(symbol, []).append(cid)
         self._doc_len.append(min(length, 0xFFFFFFFF))
         self._alive.append(1)
         self._doc_of[cid] = doc
@@ -144,10 +149,15 @@ class LexicalIndex:
         self._alive[doc] = 0
         self._live -= 1
         self._total_len -= self._doc_len[doc]
-        cid, path = self._ids[doc], self._paths[doc]
-        self._ids[doc] = self._paths[doc] = None
+        cid, path, symbol = self._ids[doc], self._paths[doc], self._symbols[doc]
+        self._ids[doc] = self._paths[doc] = self._symbols[doc] = None
         if cid is not None:
             self._doc_of.pop(cid, None)
+            same = self._by_symbol.get(symbol or "")
+            if same is not None and cid in same:
+                same.remove(cid)
+                if not same:
+                    del self._by_symbol[symbol or ""]
         if path is not None:
             docs = self._docs_of_path.get(path)
             if docs is not None:
@@ -178,6 +188,7 @@ class LexicalIndex:
         self._doc_len = array("I", doc_len.tobytes())
         self._ids = [self._ids[i] for i in keep]
         self._paths = [self._paths[i] for i in keep]
+        self._symbols = [self._symbols[i] for i in keep]
         self._alive = bytearray(b"\x01" * len(keep))
         self._doc_of = {cid: n for n, cid in enumerate(self._ids) if cid is not None}
         self._docs_of_path = {}
@@ -186,6 +197,22 @@ class LexicalIndex:
                 self._docs_of_path.setdefault(path, []).append(n)
 
     # -- search -------------------------------------------------------------------------------
+
+    def definitions(
+        self, names: Iterable[str], exclude_path: str | None = None, limit: int = 8
+    ) -> list[str]:
+        """Ids of the chunks defining ``names`` (their symbol is the name), in the order of
+        ``names``; chunks of ``exclude_path`` left out."""
+        found: list[str] = []
+        with self._lock:
+            for name in names:
+                for cid in self._by_symbol.get(name, ()):
+                    doc = self._doc_of.get(cid)
+                    if doc is not None and self._paths[doc] != exclude_path and cid not in found:
+                        found.append(cid)
+                        if len(found) >= limit:
+                            return found
+        return found
 
     def search(
         self, query: str, k: int, exclude_path: str | None = None

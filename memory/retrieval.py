@@ -14,6 +14,7 @@ model reuses its KV cache.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +36,7 @@ __all__ = [
     "MemoryContextProvider",
     "SearchFn",
     "head",
+    "imported_names",
     "query_text",
     "region_key",
     "rrf",
@@ -63,7 +65,19 @@ AROUND_LINES = 32
 # time: half the chunks (long docstrings) were bigger than the whole budget and skipped.
 CHUNK_SHARE = 3
 
-SearchFn = Callable[[str, int, str | None], list[Hit]]
+# Definitions of imported names put first in the hits (each takes a share of the budget).
+MAX_DEFINITIONS = 3
+# Imported names looked up per search.
+MAX_IMPORTED = 16
+
+# (query, k, exclude_path, names whose definitions go first)
+SearchFn = Callable[[str, int, str | None, Sequence[str]], list[Hit]]
+
+# `from pkg.mod import a, b as c` (possibly in parentheses over several lines) and
+# `import {a, b as c} from "..."` / `import a from "..."` in JavaScript and TypeScript.
+_PY_FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
+_JS_IMPORT = re.compile(r"^[ \t]*import[ \t]+(?:type[ \t]+)?([^;\n]*?)[ \t]+from[ \t]+['\"]", re.M)
+_NAME = re.compile(r"[A-Za-z_$][\w$]*")
 
 
 def rrf(
@@ -99,7 +113,15 @@ class HybridSearch:
         self.candidates = candidates
         self.lexical_weight = lexical_weight
 
-    def search(self, query: str, k: int, exclude_path: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int,
+        exclude_path: str | None = None,
+        definitions_of: Sequence[str] = (),
+    ) -> list[Hit]:
+        """``definitions_of``: names whose defining chunks come first (at most
+        MAX_DEFINITIONS), before the fused ranking."""
         if k <= 0 or not query.strip():
             return []
         n = max(self.candidates, k)
@@ -109,6 +131,10 @@ class HybridSearch:
             [[h.record.id for h in vector_hits], [cid for cid, _ in lexical_hits]],
             weights=(1.0, self.lexical_weight),
         )
+        if definitions_of:
+            first = self.lexical.definitions(definitions_of, exclude_path, MAX_DEFINITIONS)
+            top = (fused[0][1] if fused else 0.0) + 1.0
+            fused = [(cid, top) for cid in first] + [p for p in fused if p[0] not in first]
         records = {h.record.id: h.record for h in vector_hits}
         # A chunk only BM25 found is read from the store; one that is gone meanwhile (the
         # lexical index may trail the store by a file) is left out.
@@ -122,6 +148,46 @@ class HybridSearch:
 
 
 # -- the context provider -----------------------------------------------------------------------
+
+
+def imported_names(prefix: str) -> list[str]:
+    """Names the code before the cursor imports from other modules, those it does not use yet
+    first (a name imported but not used is likely what comes next), then by how recently they
+    were used. What a completion calls is very often one of them, and its definition is
+    cheaper to find by name than by meaning."""
+    names: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for match in _PY_FROM_IMPORT.finditer(prefix):
+        spans.append(match.span())
+        for part in match.group(1).strip("()").replace("\n", " ").split(","):
+            words = part.split()
+            if words and words[0] != "*":
+                names.append(words[0])
+    for match in _JS_IMPORT.finditer(prefix):
+        spans.append(match.span())
+        for part in re.split(r"[{},]", match.group(1)):
+            words = part.split()
+            if words and words[0] == "type":
+                words = words[1:]  # `{ type Shape }`
+            if words and words[0] != "*":
+                names.append(words[0])
+    names = [n for n in dict.fromkeys(names) if _NAME.fullmatch(n)]
+    if not names:
+        return []
+    body, last = [], 0
+    for start, end in sorted(spans):
+        body.append(prefix[last:start])
+        last = end
+    body.append(prefix[last:])
+    code = "".join(body)
+    used_at = {n: _last_use(code, n) for n in names}
+    ordered = sorted(names, key=lambda n: (used_at[n] >= 0, -used_at[n]))
+    return ordered[:MAX_IMPORTED]
+
+
+def _last_use(code: str, name: str) -> int:
+    uses = re.finditer(rf"(?<![\w$]){re.escape(name)}(?![\w$])", code)
+    return max((m.start() for m in uses), default=-1)
 
 
 def _split_prefix(prefix: str) -> tuple[list[str], str]:
@@ -272,7 +338,7 @@ class MemoryContextProvider:
             return fallback
 
     def _run_search(self, key: Key, path: str, prefix: str) -> list[Hit]:
-        hits = self._search(query_text(prefix), self._k, path)
+        hits = self._search(query_text(prefix), self._k, path, imported_names(prefix))
         with self._lock:
             self._cache[key] = (self._clock(), hits)
             self._cache.move_to_end(key)

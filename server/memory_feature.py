@@ -20,6 +20,7 @@ from lsprotocol import types as lsp
 from memlsp.agents.context import ContextChunk, ContextRequest, PrefetchingProvider
 from memlsp.memory.coordinator import WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
+from memlsp.memory.retrieval import imported_names
 
 from .documents import DocumentEvent
 from .progress import Progress, start_progress
@@ -178,7 +179,9 @@ class MemoryService:
     def snippets(self, path: str, code: str) -> list[str]:
         """Snippets for the review and refactor agents (blocking; worker threads only)."""
         for memory in list(self.memories.values()):
-            hits = memory.search(code[-2000:], SNIPPETS_K, exclude_path=path)
+            hits = memory.search(
+                code[-2000:], SNIPPETS_K, exclude_path=path, definitions_of=imported_names(code)
+            )
             if hits:
                 return [f"# {h.record.path}\n{h.record.text}" for h in hits]
         return []

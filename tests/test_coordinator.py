@@ -186,6 +186,9 @@ def test_owner_killed_the_other_window_takes_over(
         me.start()
         wait_for(lambda: me is not None and me.role == "client", 60)
         assert me.search("send_welcome_email", 1)[0].record.symbol == "send_welcome_email"
+        # Names whose definitions come first travel to the owner too.
+        first = me.search("send_welcome_email", 2, definitions_of=["polygon_area"])
+        assert [h.record.symbol for h in first][:1] == ["polygon_area"]
         assert me.status()["owner_pid"] == other.pid
         assert me.embedder.texts_embedded == 0
         other.send_signal(signal.SIGKILL)

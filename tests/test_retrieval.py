@@ -20,6 +20,7 @@ from memlsp.memory.retrieval import (
     HybridSearch,
     MemoryContextProvider,
     head,
+    imported_names,
     query_text,
     region_key,
     rrf,
@@ -379,3 +380,47 @@ def test_prefetch_starts_the_search_that_the_completion_then_finds(hybrid: Hybri
     assert provider.context_for(far, 4000) != []
     assert (provider.searches, provider.over_budget) == (3, 1)
     provider.close()
+
+
+def test_imported_names_unused_first_then_most_recently_used() -> None:
+    prefix = (
+        "from app.geometry import polygon_area, pairs as make_pairs\n"
+        "from app.db import (\n    connect_database,\n    Session,\n)\n"
+        "import os\n"
+        "from . import *\n\n"
+        "def f(points):\n"
+        "    s = Session()\n"
+        "    p = pairs(points)\n"
+        "    return "
+    )
+    # polygon_area and connect_database are not used yet; pairs was used after Session.
+    assert imported_names(prefix) == ["polygon_area", "connect_database", "pairs", "Session"]
+    js = 'import { area, type Shape } from "./geometry";\nimport render from "./ui";\nrender('
+    assert imported_names(js) == ["area", "Shape", "render"]
+    assert imported_names("x = 1\n") == []
+
+
+def test_lexical_definitions_follow_replacements() -> None:
+    index = LexicalIndex()
+    index.replace_path("a.py", [("a1", "area", "def area(): ..."), ("a2", "<module>", "x = 1")])
+    index.replace_path("b.py", [("b1", "area", "def area(s): ..."), ("b2", "Shape", "class")])
+    assert index.definitions(["area"]) == ["a1", "b1"]
+    assert index.definitions(["Shape", "area"], exclude_path="a.py") == ["b2", "b1"]
+    assert index.definitions(["area", "Shape"], limit=1) == ["a1"]
+    index.replace_path("a.py", [("a3", "volume", "def volume(): ...")])
+    assert index.definitions(["area", "volume"]) == ["b1", "a3"]
+    index.remove_path("b.py")
+    assert index.definitions(["area", "Shape"]) == []
+
+
+def test_search_puts_definitions_of_imported_names_first(hybrid: HybridSearch) -> None:
+    query = query_text(prefix_with(CODE, "    key = hk"))
+    plain = symbols(hybrid.search(query, 4))
+    assert plain[0] != "connect_database"
+    first = symbols(hybrid.search(query, 4, definitions_of=["connect_database", "nothing"]))
+    assert first[0] == "connect_database" and len(first) == 4
+    assert first[1:] == [s for s in plain if s != "connect_database"][:3]
+    # Its own file is still left out.
+    assert "connect_database" not in symbols(
+        hybrid.search(query, 4, "app/db.py", definitions_of=["connect_database"])
+    )

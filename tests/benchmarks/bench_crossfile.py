@@ -352,6 +352,11 @@ def main() -> None:
     parser.add_argument("--sequential", action="store_true", help="ON, then OFF")
     parser.add_argument("--details", action="store_true", help="per-task suggestions too")
     parser.add_argument(
+        "--no-imports",
+        action="store_true",
+        help="retrieval-only: without the definitions of imported names (ablation)",
+    )
+    parser.add_argument(
         "--retrieval-only", action="store_true", help="no server: what retrieval would show"
     )
     parser.add_argument("--workdir", default="", help="keep workspace and store here (reruns)")
@@ -368,7 +373,7 @@ def main() -> None:
         tasks = pick(found, args.limit, args.seed)
         results["tasks"] = {"candidates": len(found), "sampled": len(tasks), "seed": args.seed}
         if args.retrieval_only:
-            results["retrieval"] = probe(root, work / "store", tasks)
+            results["retrieval"] = probe(root, work / "store", tasks, not args.no_imports)
             if not args.details:
                 del results["retrieval"]["rows"]
             json.dump(results, sys.stdout, indent=2)

@@ -10,6 +10,7 @@ found but not rendered (budget), or rendered without the defining chunk?
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ from memlsp.config import MemoryConfig, load_config
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer
-from memlsp.memory.retrieval import HybridSearch, MemoryContextProvider, query_text
+from memlsp.memory.records import Hit
+from memlsp.memory.retrieval import (
+    HybridSearch,
+    MemoryContextProvider,
+    imported_names,
+    query_text,
+)
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
 
@@ -33,7 +40,8 @@ def defines(text: str, name: str) -> bool:
     )
 
 
-def probe(root: Path, store_dir: Path, tasks: list[Task]) -> dict[str, Any]:
+def probe(root: Path, store_dir: Path, tasks: list[Task], imports: bool = True) -> dict[str, Any]:
+    """``imports``: look up the definitions of imported names (off: the hybrid search alone)."""
     config = load_config(None, user_file=Path("/nonexistent.yaml")).config
     memory = MemoryConfig(path=str(store_dir))
     budget_chars = config.agents.generator.context_tokens * 3  # as the generator asks
@@ -47,10 +55,15 @@ def probe(root: Path, store_dir: Path, tasks: list[Task]) -> dict[str, Any]:
     indexer.wait_idle(None)
     index_s = time.monotonic() - started
     search = HybridSearch(store, indexer.lexical, lexical_weight=memory.lexical_weight)
-    provider = MemoryContextProvider(search.search, k=memory.search_k, budget_s=600)
+
+    def find(query: str, k: int, path: str | None, names: Sequence[str]) -> list[Hit]:
+        return search.search(query, k, path, names if imports else ())
+
+    provider = MemoryContextProvider(find, k=memory.search_k, budget_s=600)
     rows = []
     for task in tasks:
-        hits = search.search(query_text(task.prefix), memory.search_k, task.path)
+        names = imported_names(task.prefix)
+        hits = find(query_text(task.prefix), memory.search_k, task.path, names)
         file_ranks = [n for n, h in enumerate(hits) if h.record.path == task.defined_in]
         def_ranks = [
             n
@@ -82,6 +95,7 @@ def probe(root: Path, store_dir: Path, tasks: list[Task]) -> dict[str, Any]:
         return round(sum(bool(r[key]) for r in rows) / n, 3)
 
     return {
+        "imported_names": imports,
         "index_s": round(index_s, 1),
         "k": memory.search_k,
         "budget_chars": budget_chars,
