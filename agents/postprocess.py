@@ -380,7 +380,15 @@ def clean_completion(
     before, after = _cursor_line(prefix, suffix)
     text = _drop_repeated_indent(text, before, prefix)
     if mode == "single":
-        lines = [text.split("\n", 1)[0]]
+        parts = text.split("\n")
+        first = parts[0]
+        if not first.strip() and not before.strip() and not after.strip():
+            # On an empty line the model may first end that line and write the code on the
+            # next one (seen often at column 0): show that code here, minus the indentation
+            # the cursor line already has.
+            first = next((p for p in parts[1:] if p.strip()), "")
+            first = first[len(before) :] if first.startswith(before) else first.lstrip()
+        lines = [first]
     else:
         lines = _trim_block(text.split("\n"), before, prefix, max(1, max_lines))
     lines = [line.rstrip() for line in lines]

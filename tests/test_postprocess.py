@@ -127,7 +127,9 @@ def test_decide_mode_hash_in_string_is_not_a_comment() -> None:
             "a = 1",
             id="two-blank-lines-stop",
         ),
-        pytest.param("\nreturn 1", "x = 1\n", "", "single", "", id="single-leading-newline"),
+        pytest.param(  # the code the model put below the empty cursor line is shown on it
+            "\nreturn 1", "x = 1\n", "", "single", "return 1", id="single-leading-newline"
+        ),
         pytest.param(
             "return 1\nx = 2", "def f():\n    ", "", "single", "return 1", id="single-cut"
         ),
@@ -240,3 +242,18 @@ def test_indentation_the_user_already_typed_is_not_repeated() -> None:
     assert clean_completion("    x = 1", prefix="if a:\n    y = 2\n", suffix="", mode="multi") == (
         "    x = 1"
     )
+
+
+def test_single_line_on_an_empty_line_shows_the_code_the_model_put_below_it() -> None:
+    # Seen on HumanEval-FIM JavaScript at column 0: the model ends the empty line first.
+    prefix = "function f(a) {\n  if (a) {\n    x = 1;\n"
+    suffix = "\n  }\n}\n"
+    assert clean_completion("\n    y = 2;\n  }", prefix=prefix, suffix=suffix, mode="single") == (
+        "    y = 2;"
+    )
+    # The indentation already typed is not repeated.
+    assert clean_completion(
+        "\n    y = 2;", prefix=prefix + "    ", suffix=suffix, mode="single"
+    ) == ("y = 2;")
+    # After code on the cursor line, a newline still ends the suggestion.
+    assert clean_completion("\nz", prefix="x = ", suffix="\n", mode="single") == ""

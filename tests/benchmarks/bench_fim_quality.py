@@ -101,7 +101,7 @@ def humaneval_fim(
         bare_times: list[float] = []
         for i, task in enumerate(tasks):
             expected = task["canonical_solution"].strip()
-            prefix, suffix = line_hole(task["prompt"], task["suffix"])
+            prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, seconds = runner.agent_line(f"{language}{i}", language, prefix, suffix)
             agent_hits += first_line(text) == expected
             agent_times.append(seconds)
@@ -157,7 +157,7 @@ def humaneval_infilling(runner: Runner, limit: int | None, bare: bool) -> dict[s
     agent_pass = bare_pass = 0
     for i, task in enumerate(tasks):
         tests = f"\n\n{task['test']}\n\ncheck({task['entry_point']})\n"
-        prefix, suffix = line_hole(task["prompt"], task["suffix"])
+        prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
         text, _ = runner.agent_line(f"inf{i}", "py", prefix, suffix)
         agent_pass += passes(prefix + text.split("\n")[0] + suffix + tests)
         if bare:

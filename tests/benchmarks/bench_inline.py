@@ -79,7 +79,7 @@ async def server_phase(
         warm = open_document(client, root / "warm.py", "def add(a, b):\n    ", "python")
         await inline_text(client, warm, 1, 4)
         for i, task in enumerate(cold_tasks):
-            prefix, suffix = line_hole(task["prompt"], task["suffix"])
+            prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, line, char = cursor_document(prefix, suffix)
             uri = open_document(client, root / f"cold_{i}.py", text, "python")
             started = time.perf_counter()
@@ -87,11 +87,11 @@ async def server_phase(
             cold.append(time.perf_counter() - started)
             close_document(client, uri)
         for i, task in enumerate(typed_tasks):
-            prefix, suffix = line_hole(task["prompt"], task["suffix"])
+            prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, line, char = cursor_document(prefix, suffix)
             uri = open_document(client, root / f"typed_{i}.py", text, "python")
             await inline_text(client, uri, line, char)  # the suggestion when the line is empty
-            for ch in task["canonical_solution"].rstrip():
+            for ch in task["canonical_solution"].strip():  # the editor indented the line
                 type_char(client, uri, line, char, ch)
                 char += 1
                 calls = await model_calls()
@@ -146,7 +146,7 @@ def bare_phase(model: str, tasks: list[dict[str, Any]]) -> list[float]:
     llama.create_completion(warm.tokens, max_tokens=4, temperature=0.0)
     samples = []
     for i, task in enumerate(tasks):
-        prefix, suffix = line_hole(task["prompt"], task["suffix"])
+        prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
         prompt = builder.build(
             tokenize, doc_key=f"t{i}", path=f"cold_{i}.py", prefix=prefix, suffix=suffix
         )

@@ -71,11 +71,15 @@ def cursor_document(prefix: str, suffix: str) -> tuple[str, int, int]:
     return prefix + suffix, line, character
 
 
-def line_hole(prompt: str, suffix: str) -> tuple[str, str]:
-    """HumanEval-FIM removes one whole line: the editor's view is an empty line at the cursor."""
+def line_hole(prompt: str, suffix: str, line: str = "") -> tuple[str, str]:
+    """HumanEval-FIM removes one whole line (its prompt and suffix lack the newlines around it):
+    the editor's view is a new line with the cursor where that line's code starts (its
+    indentation typed or auto-indented, as before asking for code in an editor); ``line`` is
+    the removed line, whose indentation alone is used."""
     prefix = prompt if prompt.endswith("\n") else prompt + "\n"
     after = suffix if suffix.startswith("\n") else "\n" + suffix
-    return prefix, after
+    first = next((ln for ln in line.split("\n") if ln.strip()), "")
+    return prefix + first[: len(first) - len(first.lstrip())], after
 
 
 def utf16_len(text: str) -> int:
