@@ -303,7 +303,7 @@ def test_ghost_text_appears_while_typing(session: Session) -> None:
     assert "return" in mark["text"], session.explain("ghost", "no `return` in the ghost text")
     assert mark["count"] == 1
     assert (mark["row"], mark["col"]) == (1, 4)  # at the cursor, after the typed space
-    assert mark["virt_text_pos"] == "inline"
+    assert mark["virt_text_pos"] == "overlay"  # at the end of the line (mid-line: inline)
     assert mark["hl"] == "MemlspGhostText"
     assert ghost["suggestion"] == mark["text"]
 

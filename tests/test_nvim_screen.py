@@ -272,6 +272,8 @@ def test_screen_shows_code_and_ghost_text(shot: dict[str, Any]) -> None:
     drawn = cells[row][len(expected) - len(inline) : len(expected)]
     assert "".join(c.char for c in drawn) == inline, explain
     assert all(c.fg == fg for c in drawn if c.char != " "), f"ghost colour {fg}\n{explain}"
+    # The cursor stays where typing goes: before the ghost text, not after it.
+    assert shot["cursor"] == (len(expected) - len(inline), row), explain
     code = cells[row - 1][4:]  # def variance(values):
     assert not any(c.fg == fg for c in code if c.char != " "), f"code in {fg}\n{explain}"
 

@@ -135,7 +135,11 @@ local function render(sug)
   local opts = { hl_mode = 'combine', right_gravity = false }
   if lines[1] ~= '' then
     opts.virt_text = { { display(lines[1]), hl } }
-    opts.virt_text_pos = 'inline'
+    -- 'inline' pushes the rest of the line right, but the TUI then draws the cursor after the
+    -- ghost text; at the end of the line there is nothing to push, and 'overlay' keeps the
+    -- cursor before it (where typing goes), as VS Code shows it.
+    local line = api.nvim_buf_get_lines(bufnr, sug.row, sug.row + 1, false)[1] or ''
+    opts.virt_text_pos = sug.col >= #line and 'overlay' or 'inline'
   end
   if #lines > 1 then
     local virt_lines = {}
