@@ -163,7 +163,7 @@ def humaneval_infilling(runner: Runner, limit: int | None, bare: bool) -> dict[s
         if bare:
             raw, _ = runner.bare_line(task["prompt"], task["suffix"])
             line = next((ln for ln in raw.split("\n") if ln.strip()), "")
-            bare_pass += passes(prefix + line + suffix + tests)
+            bare_pass += passes(prefix + line.strip() + suffix + tests)  # prefix: its indent
     n = len(tasks)
     return {
         "tasks": n,
