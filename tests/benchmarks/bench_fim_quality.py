@@ -85,8 +85,20 @@ class Runner:
                 + special(fim.middle)
             )
             started = time.perf_counter()
-            out = llama.create_completion(tokens, max_tokens=self.max_tokens, temperature=0.0)
-            return str(out["choices"][0]["text"]), time.perf_counter() - started
+            # Greedy, so stopping once the first non-empty line is complete changes nothing
+            # that is scored, and saves most of the 64 tokens (the full set's run time).
+            text = ""
+            stream = llama.create_completion(
+                tokens, max_tokens=self.max_tokens, temperature=0.0, stream=True
+            )
+            try:
+                for chunk in stream:
+                    text += chunk["choices"][0]["text"]
+                    if "\n" in text.lstrip():
+                        break
+            finally:
+                stream.close()
+            return text, time.perf_counter() - started
 
 
 def humaneval_fim(
