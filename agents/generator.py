@@ -144,16 +144,19 @@ class GeneratorAgent:
                 chunks=chunks,
             )
             max_tokens = self.config.max_tokens
-            raw, reused, generated = _decode(
-                model,
-                prompt.tokens,
-                builder.ids.stops,
-                mode,
-                max_tokens,
-                self.config.multiline_max_lines,
-                request.prefix,
-                cancel,
-            )
+            try:
+                raw, reused, generated = _decode(
+                    model,
+                    prompt.tokens,
+                    builder.ids.stops,
+                    mode,
+                    max_tokens,
+                    self.config.multiline_max_lines,
+                    request.prefix,
+                    cancel,
+                )
+            except Cancelled:  # stopped in the prompt or between tokens: count it too
+                raise self._cancelled() from None
         if cancel.is_set():
             raise self._cancelled()
         text = clean_completion(
