@@ -30,8 +30,12 @@ __all__ = [
     "ContextProvider",
     "ContextRequest",
     "ContextSource",
+    "PrefetchingProvider",
     "RecentContextRing",
+    "first_lines",
+    "last_lines",
     "line_similarity",
+    "prefetch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,7 +110,8 @@ def line_similarity(a: str, b: str) -> float:
     return _jaccard(_line_set(a), _line_set(b))
 
 
-def _last_lines(text: str, n: int) -> str:
+def last_lines(text: str, n: int) -> str:
+    """The last ``n`` lines of ``text`` (all of it when shorter), without splitting it all."""
     pos = len(text)
     for _ in range(n):
         pos = text.rfind("\n", 0, pos)
@@ -115,7 +120,8 @@ def _last_lines(text: str, n: int) -> str:
     return text[pos + 1 :]
 
 
-def _first_lines(text: str, n: int) -> str:
+def first_lines(text: str, n: int) -> str:
+    """The first ``n`` lines of ``text`` (all of it when shorter), without splitting it all."""
     pos = -1
     for _ in range(n):
         pos = text.find("\n", pos + 1)
@@ -204,7 +210,7 @@ class RecentContextRing:
             entries = list(self._entries)
         if budget_chars <= 0 or not entries:
             return []
-        around = _last_lines(request.prefix, self._cursor_window_lines) + _first_lines(
+        around = last_lines(request.prefix, self._cursor_window_lines) + first_lines(
             request.suffix, self._cursor_window_lines
         )
         around_lines = _line_set(around)

@@ -17,6 +17,7 @@ import keyword
 import re
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from .text_edits import LineSpan
@@ -68,11 +69,11 @@ class ExtractionPlan:
         return "\n".join([*rewritten, *gap, *helper])
 
 
-def valid_name(name: str, taken: Iterable[str]) -> bool:
+def valid_name(name: str, taken: AbstractSet[str]) -> bool:
     return (
         re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
         and not keyword.iskeyword(name)
-        and name not in set(taken)
+        and name not in taken
     )
 
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from memlsp.agents.context import ContextProvider
 from memlsp.config.schema import MemoryConfig
 from memlsp.models.pool import ModelPool
 
@@ -512,7 +511,7 @@ class WorkspaceMemory:
             self._set_error(f"search failed: {type(exc).__name__}: {exc}")
         return []
 
-    def context_provider(self) -> ContextProvider:
+    def context_provider(self) -> MemoryContextProvider:
         with self._lock:
             if self._provider is None:
                 self._provider = MemoryContextProvider(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from memlsp.agents.context import ContextChunk, ContextRequest, line_similarity
+from memlsp.agents.context import ContextChunk, ContextRequest, last_lines, line_similarity
 
 from .chunker import identifiers
 from .lexical import LexicalIndex
@@ -215,10 +215,6 @@ def region_key(path: str, prefix: str) -> tuple[str, int, frozenset[str]]:
     return path, prefix.count("\n") // REGION_LINES, frozenset(identifiers("\n".join(lines)))
 
 
-def _last_lines(text: str, n: int) -> str:
-    return "\n".join(text.split("\n")[-n:])
-
-
 def head(text: str, max_chars: int) -> str:
     """``text`` if it fits in ``max_chars``, else its longest run of whole first lines that
     does ("" when even the first line is too long)."""
@@ -279,7 +275,7 @@ class MemoryContextProvider:
         path = self._relative(request.path)
         key = region_key(path, request.prefix)
         hits = self._hits_for(key, path, request.prefix)
-        around = _last_lines(request.prefix, AROUND_LINES)
+        around = last_lines(request.prefix, AROUND_LINES)
         return self._render(hits, budget_chars, around)
 
     def prefetch(self, request: ContextRequest) -> None:
@@ -289,29 +285,23 @@ class MemoryContextProvider:
         path = self._relative(request.path)
         key = region_key(path, request.prefix)
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and self._clock() - cached[0] <= self._ttl_s:
+            if self._fresh_locked(key, self._clock()) is not None:
                 return
             if self._inflight is not None and not self._inflight[1].done():
                 return
-            try:
-                future = self._executor.submit(self._run_search, key, path, request.prefix)
-            except RuntimeError:  # closed
-                return
-            self._inflight = (key, future)
-            self.searches += 1
-            self.prefetches += 1
+            if self._submit_locked(key, path, request.prefix) is not None:
+                self.prefetches += 1
 
     # -- finding hits within the time budget --------------------------------------------------
 
     def _hits_for(self, key: Key, path: str, prefix: str) -> list[Hit]:
         now = self._clock()
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and now - cached[0] <= self._ttl_s:
+            cached = self._fresh_locked(key, now)
+            if cached is not None:
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
-                return cached[1]
+                return cached
             fallback = self._last_for_path.get(path, [])
             inflight = self._inflight
             if inflight is not None and not inflight[1].done() and inflight[0] != key:
@@ -321,12 +311,10 @@ class MemoryContextProvider:
             if inflight is not None and inflight[0] == key and not inflight[1].done():
                 future = inflight[1]
             else:
-                try:
-                    future = self._executor.submit(self._run_search, key, path, prefix)
-                except RuntimeError:  # closed
+                submitted = self._submit_locked(key, path, prefix)
+                if submitted is None:
                     return fallback
-                self._inflight = (key, future)
-                self.searches += 1
+                future = submitted
         try:
             return future.result(timeout=self._budget_s)
         except FutureTimeout:
@@ -336,6 +324,22 @@ class MemoryContextProvider:
         except Exception:
             log.warning("memory context search failed", exc_info=True)
             return fallback
+
+    def _fresh_locked(self, key: Key, now: float) -> list[Hit] | None:
+        """The cached hits of ``key`` if still fresh (caller holds the lock)."""
+        cached = self._cache.get(key)
+        return cached[1] if cached is not None and now - cached[0] <= self._ttl_s else None
+
+    def _submit_locked(self, key: Key, path: str, prefix: str) -> Future[list[Hit]] | None:
+        """Start the search of ``key`` as the one in flight (caller holds the lock); None once
+        the provider is closed."""
+        try:
+            future = self._executor.submit(self._run_search, key, path, prefix)
+        except RuntimeError:  # closed
+            return None
+        self._inflight = (key, future)
+        self.searches += 1
+        return future
 
     def _run_search(self, key: Key, path: str, prefix: str) -> list[Hit]:
         hits = self._search(query_text(prefix), self._k, path, imported_names(prefix))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
-from memlsp.agents.context import ContextChunk, ContextRequest, PrefetchingProvider
+from memlsp.agents.context import ContextChunk, ContextRequest
 from memlsp.memory.coordinator import WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
 from memlsp.memory.retrieval import imported_names
@@ -172,9 +172,7 @@ class MemoryService:
         only submits it)."""
         memory = self._memory_for(request.uri) if request.uri else None
         if memory is not None:
-            provider = memory.context_provider()
-            if isinstance(provider, PrefetchingProvider):
-                provider.prefetch(request)
+            memory.context_provider().prefetch(request)
 
     def snippets(self, path: str, code: str) -> list[str]:
         """Snippets for the review and refactor agents (blocking; worker threads only)."""

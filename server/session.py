@@ -20,6 +20,7 @@ from memlsp.agents.context import (
     ContextProvider,
     ContextRequest,
     RecentContextRing,
+    first_lines,
     prefetch,
 )
 from memlsp.agents.generator import GeneratorAgent
@@ -191,7 +192,7 @@ class Session:
         # The first completion in a file would otherwise wait for a search from scratch and, on
         # a busy machine, go without memory: search for the file's opening lines now, which
         # also gives the file's later first requests a fallback while their own search runs.
-        opening = "\n".join(text.split("\n")[:OPEN_PREFETCH_LINES])
+        opening = first_lines(text, OPEN_PREFETCH_LINES)  # on the loop: no split of it all
         self.prefetch_context(ContextRequest(path, opening, "", "", uri))
 
     def prefetch_context(self, request: ContextRequest) -> None:
