@@ -64,6 +64,8 @@ class GeneratorStats:
     cancelled: int = 0
     empty: int = 0
     model_seconds: float = 0.0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens found in the KV cache: what typing costs
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,7 +131,7 @@ class GeneratorAgent:
                 log.exception("context provider failed")
         with self._lock:
             self._last_context = [(c.source, c.path) for c in chunks]
-        with self.pool.acquire(self.model_name) as model:
+        with self.pool.acquire(self.model_name, interactive=True) as model:
             if cancel.is_set():
                 raise self._cancelled()
             builder = self._builder(model)
@@ -171,6 +173,8 @@ class GeneratorAgent:
         with self._lock:
             self._stats.model_calls += 1
             self._stats.model_seconds += seconds
+            self._stats.prompt_tokens += len(prompt.tokens)
+            self._stats.reused_tokens += reused
             if not text:
                 self._stats.empty += 1
         log.debug(
@@ -202,6 +206,8 @@ class GeneratorAgent:
                 "cancelled": s.cancelled,
                 "empty": s.empty,
                 "model_seconds": round(s.model_seconds, 3),
+                "prompt_tokens": s.prompt_tokens,
+                "reused_tokens": s.reused_tokens,
                 "cache_entries": len(self.cache),
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],

@@ -32,9 +32,10 @@ from typing import Any
 
 from memlsp.config.schema import QualityConfig
 from memlsp.models import ModelError, ModelPool
+from memlsp.models.priority import MAX_PREEMPTIONS, Preempted
 
 from .anchoring import anchor_snippet, fit_replacement
-from .review_chat import chat_tokens
+from .review_chat import ChatMessage, chat_tokens
 from .review_merge import (
     KeptFinding,
     cap_severity,
@@ -44,7 +45,7 @@ from .review_merge import (
     repeats_tool,
     unique_llm,
 )
-from .review_model import PromptTooLong, generate_json
+from .review_model import ModelAnswer, PromptTooLong, generate_json
 from .review_prompt import CodeView, ToolNote, build_messages, strip_lint_mark
 from .review_schema import (
     ModelFinding,
@@ -295,17 +296,7 @@ class QualityAgent:
         _check(cancel)
         view = CodeView(request.relative_path, request.language_id, rows, not scope.whole_file)
         messages = build_messages(view, lint, snippets)
-        with self.pool.acquire(self.config.model) as model:
-            _check(cancel)
-            tokens = chat_tokens(model.llama, messages)
-            answer = generate_json(
-                model,
-                tokens,
-                review_schema(self.config.max_findings),
-                self.config.max_tokens,
-                cancel,
-                watch=close_if_repeating,
-            )
+        answer = self._generate(messages, cancel)
         parsed = parse_model_output(answer.text)
         if answer.finish_reason == "watch":
             notes.append("model answer stopped: it repeated a finding")
@@ -341,6 +332,33 @@ class QualityAgent:
             s.model_findings += len(parsed.findings)
             s.unanchored += len(anchored) - len(found)
         return found
+
+    def _generate(self, messages: list[ChatMessage], cancel: threading.Event) -> ModelAnswer:
+        """The model's answer; a background call, which gives its model up to completions and
+        refactors that want it and starts again after them (``priority``)."""
+        priority = self.pool.priority
+        preempted = 0
+        while True:
+            with self.pool.acquire(self.config.model) as model:
+                _check(cancel)
+                tokens = chat_tokens(model.llama, messages)
+                pacer = priority.background(
+                    model.name, cancel, preemptible=preempted < MAX_PREEMPTIONS
+                )
+                try:
+                    return generate_json(
+                        model,
+                        tokens,
+                        review_schema(self.config.max_findings),
+                        self.config.max_tokens,
+                        cancel,
+                        watch=close_if_repeating,
+                        pacer=pacer,
+                    )
+                except Preempted:
+                    preempted += 1
+            priority.wait_unwanted(self.config.model, cancel)  # the model is theirs meanwhile
+            _check(cancel)
 
     def _snippets(self, request: ReviewRequest, code: str) -> list[str]:
         if self.context is None or self.config.context_snippets == 0:

@@ -332,7 +332,8 @@ class RefactorAgent:
         if cancel.is_set():
             raise RefactorCancelled()
         _report(progress, f"{title}: waiting for the model")
-        with self.pool.acquire(self.config.model) as model:
+        # The user waits for this one: interactive, like a completion (reviews give way).
+        with self.pool.acquire(self.config.model, interactive=True) as model:
             llama = model.llama
             tokens = chat_tokens(llama, messages)
             room = int(llama.n_ctx()) - len(tokens) - 1
@@ -387,7 +388,7 @@ class RefactorAgent:
         if cancel.is_set():
             raise RefactorCancelled()
         _report(progress, f"{title}: naming the new {kind}")
-        with self.pool.acquire(self.config.model) as model:
+        with self.pool.acquire(self.config.model, interactive=True) as model:
             tokens = chat_tokens(model.llama, messages)
             if prefill(model.llama, tokens, cancel) is None:
                 raise RefactorCancelled()

@@ -19,6 +19,7 @@ from typing import Any
 
 from memlsp.models import LoadedModel
 from memlsp.models.prefill import prefill
+from memlsp.models.priority import BackgroundPacer
 from memlsp.models.runtime import llama_cpp
 
 from .review_types import ReviewCancelled
@@ -49,10 +50,12 @@ def generate_json(
     max_tokens: int,
     cancel: threading.Event,
     watch: Callable[[str], str | None] | None = None,
+    pacer: BackgroundPacer | None = None,
 ) -> ModelAnswer:
     """Greedy answer to the ``tokens`` prompt, constrained to ``schema``. ``watch`` sees the
     answer so far each time an object closes; a string it returns ends generation and becomes
-    the answer (finish reason "watch")."""
+    the answer (finish reason "watch"). ``pacer``: background work, each prompt batch and each
+    token waits while interactive work runs."""
     started = time.perf_counter()
     llama = model.llama
     if len(tokens) + max_tokens > llama.n_ctx():
@@ -60,7 +63,7 @@ def generate_json(
             f"prompt of {len(tokens)} tokens + {max_tokens} to answer exceeds "
             f"n_ctx={llama.n_ctx()} of model '{model.name}'"
         )
-    reused = prefill(llama, tokens, cancel)
+    reused = prefill(llama, tokens, cancel, pacer=pacer)
     if reused is None:
         raise ReviewCancelled()
     grammar = llama_cpp().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
@@ -77,8 +80,13 @@ def generate_json(
     # Closed here, under the caller's hold on the model: a generator left to the garbage
     # collector would run its cleanup on whatever thread collects it, without the lock.
     with contextlib.closing(stream):
-        for chunk in stream:
-            if cancel.is_set():
+        while True:
+            # A token is computed inside next(): that is the step to pace.
+            with pacer.step() if pacer else contextlib.nullcontext():
+                if cancel.is_set():
+                    break
+                chunk = next(stream, None)
+            if chunk is None:
                 break
             choice = chunk["choices"][0]
             pieces.append(choice["text"])

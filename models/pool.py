@@ -35,6 +35,7 @@ from .errors import (
     UnknownModelError,
 )
 from .gguf_meta import GGUFFormatError, read_gguf_info
+from .priority import Priority
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class ModelPool:
         self._closed = False
         self._reaper: threading.Thread | None = None
         self._reaper_stop = threading.Event()
+        # Completions and refactors before reviews, across all the pool's models (priority.py).
+        self.priority = Priority()
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> ModelPool:
@@ -172,8 +175,24 @@ class ModelPool:
     # -- use -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def acquire(self, name: str, timeout: float | None = None) -> Iterator[LoadedModel]:
-        """Hold model ``name`` (loading it first if needed) for exclusive use by this thread."""
+    def acquire(
+        self, name: str, timeout: float | None = None, *, interactive: bool = False
+    ) -> Iterator[LoadedModel]:
+        """Hold model ``name`` (loading it first if needed) for exclusive use by this thread.
+
+        ``interactive``: someone waits for this (a completion, a refactor): background work
+        holding the model gives it up, background work on other models pauses while it runs
+        (``priority``)."""
+        if not interactive:
+            with self._hold(name, timeout) as handle:
+                yield handle
+            return
+        with self.priority.wanting(name), self._hold(name, timeout) as handle:
+            with self.priority.running(name):
+                yield handle
+
+    @contextlib.contextmanager
+    def _hold(self, name: str, timeout: float | None) -> Iterator[LoadedModel]:
         wait = self._config.acquire_timeout_s if timeout is None else timeout
         with self._cv:
             if self._closed:
@@ -423,4 +442,5 @@ class ModelPool:
                 "reserved_bytes": self._reserved_bytes(),
                 "idle_timeout_s": self._config.idle_timeout_s,
                 "models": models,
+                "priority": self.priority.stats(),
             }

@@ -5,11 +5,14 @@ bounds that to one batch."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .priority import BackgroundPacer
 
 __all__ = ["PREFILL_BATCH", "prefill"]
 
@@ -24,12 +27,14 @@ def prefill(
     *,
     last_for_logits: bool = False,
     batch: int = PREFILL_BATCH,
+    pacer: BackgroundPacer | None = None,
 ) -> int | None:
     """Bring ``llama``'s KV cache to ``tokens``; returns how many were reused from it, or
     None when ``cancel`` was set (the cache then holds a valid prefix of ``tokens``).
 
     ``last_for_logits``: evaluate the last token even when cached, for a caller that samples
-    from the logits itself (llama-cpp-python's own completion replays it when it needs to)."""
+    from the logits itself (llama-cpp-python's own completion replays it when it needs to).
+    ``pacer``: background work; each batch waits while interactive work runs (``priority``)."""
     n_past = int(llama.n_tokens)
     limit = min(n_past, len(tokens))
     cached = np.asarray(llama.input_ids[:limit])
@@ -41,7 +46,8 @@ def prefill(
         return common
     llama.n_tokens = common  # eval() drops the KV cache past this point
     for start in range(common, len(tokens), batch):
-        if cancel.is_set():
-            return None
-        llama.eval(list(tokens[start : start + batch]))
+        with pacer.step() if pacer else contextlib.nullcontext():
+            if cancel.is_set():  # also set while the pacer waited
+                return None
+            llama.eval(list(tokens[start : start + batch]))
     return common

@@ -1,7 +1,8 @@
 """Quality diagnostics on save: linters through the tool executor plus the quality agent's review.
 
 - A save schedules a review after a short debounce; a newer save cancels the older review of that
-  document. Reviews run in the background executor, never ahead of completions.
+  document. Reviews run one at a time in their own executor, never ahead of completions or
+  refactors, and pause while a completion runs (models/priority.py).
 - Results for a document version that is no longer current are dropped.
 - Clients that advertise pull diagnostics (`textDocument/diagnostic`) get them by pull (the pull
   waits for a review in flight); the others by push. Never both.
@@ -158,7 +159,7 @@ class DiagnosticsService:
         loop = asyncio.get_running_loop()
         try:
             result: ReviewResult = await loop.run_in_executor(
-                self.session.background_executor, self._run, request, cancel
+                self.session.review_executor, self._run, request, cancel
             )
         except ReviewCancelled:
             timer("cancelled")

@@ -129,6 +129,12 @@ def _status_metrics(status: dict[str, Any]) -> Iterator[Any]:
         "Bytes reserved by loaded models",
         value=pool.get("reserved_bytes", 0),
     )
+    priority = pool.get("priority") or {}
+    yield CounterMetricFamily(
+        "memlsp_background_paused_seconds",
+        "Seconds reviews spent paused for completions and refactors",
+        value=priority.get("background_paused_s", 0.0),
+    )
     generator = status.get("generator") or {}
     yield CounterMetricFamily(
         "memlsp_completion_cancellations",

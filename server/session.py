@@ -88,6 +88,9 @@ class Session:
         self._generator_lock = threading.Lock()
         # Completions get their own small executor: background work must never queue ahead.
         self.completion_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-complete")
+        # Reviews one at a time: they share one model, so a second would only hold a thread
+        # while it waits for the first; refactors (the user waits) keep the background pool.
+        self.review_executor = ThreadPoolExecutor(1, thread_name_prefix="memlsp-review")
         self.background_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-background")
         self._shutdown_hooks: list[Callable[[], None]] = []
         self._status_sources: dict[str, Callable[[], Any]] = {}
@@ -253,6 +256,7 @@ class Session:
             except Exception:
                 log.exception("shutdown hook failed")
         self.completion_executor.shutdown(wait=False, cancel_futures=True)
+        self.review_executor.shutdown(wait=False, cancel_futures=True)
         self.background_executor.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()

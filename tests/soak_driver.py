@@ -797,6 +797,9 @@ async def run(settings: Settings) -> dict[str, Any]:
             "generator": first_status.get("generator"),
             "quality": first_status.get("quality"),
             "requests": first_status.get("requests"),
+            "debounce": first_status.get("debounce"),
+            # reviews paused for completions (models/priority.py)
+            "priority": (first_status.get("pool") or {}).get("priority"),
             "pool_models_loaded": [
                 m["name"]
                 for m in (first_status.get("pool") or {}).get("models", [])

@@ -605,6 +605,59 @@ def test_cancel_stops_a_review_promptly(pool: ModelPool, workspace: Path) -> Non
     assert not result.from_cache and agent.stats()["model_calls"] == 1
 
 
+@pytest.mark.slow
+def test_a_review_pauses_while_a_completion_runs(pool: ModelPool, workspace: Path) -> None:
+    # Typing goes first: while an interactive request runs on another model (here announced on
+    # a name the review does not use), the review computes nothing, then finishes normally.
+    quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
+    agent = QualityAgent(pool, quality, None)
+    request = save(workspace, "paced.py", PLANTED)
+    with pool.acquire(FAST):
+        pass  # loaded: the pause, not the load, is what the review waits for
+    before = pool.priority.stats()
+    outcome: list[ReviewResult] = []
+    worker = threading.Thread(target=lambda: outcome.append(review(agent, request)))
+    other = "a-completion-model"
+    with pool.priority.wanting(other), pool.priority.running(other):
+        worker.start()
+        time.sleep(3.0)
+        assert not outcome
+    worker.join(timeout=300)
+    after = pool.priority.stats()
+    assert outcome and agent.stats()["model_calls"] == 1
+    assert not any("cut at max_tokens" in note for note in outcome[0].notes)
+    assert [f for f in outcome[0].findings if f.origin == "llm"], "no model finding"
+    assert after["background_pauses"] > before["background_pauses"]
+    assert after["background_paused_s"] - before["background_paused_s"] >= 2.5
+
+
+@pytest.mark.slow
+def test_a_review_gives_its_model_up_to_a_completion(pool: ModelPool, workspace: Path) -> None:
+    # Same model for both (the GPU default, and refactors with reviews): the completion gets the
+    # model within a step of the review, which starts its call again afterwards.
+    quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
+    agent = QualityAgent(pool, quality, None)
+    request = save(workspace, "preempted.py", functions(12, body_lines=8))
+    with pool.acquire(FAST):
+        pass  # loaded
+    before = pool.priority.stats()["background_preempted"]
+    outcome: list[ReviewResult] = []
+    worker = threading.Thread(target=lambda: outcome.append(review(agent, request)))
+    worker.start()
+    time.sleep(1.5)  # the review is evaluating its prompt (several seconds for this file)
+    assert not outcome
+    asked = time.perf_counter()
+    with pool.acquire(FAST, interactive=True) as model:
+        waited = time.perf_counter() - asked
+        model.llama.tokenize(b"def f():", add_bos=False)
+    worker.join(timeout=300)
+    assert outcome and agent.stats()["model_calls"] == 1
+    assert pool.priority.stats()["background_preempted"] == before + 1
+    # One prompt batch at most (~0.3 s free); a review kept to its end takes tens of seconds.
+    assert waited < 8.0, f"waited {waited:.1f} s for the model"
+    assert not any("cut at max_tokens" in note for note in outcome[0].notes)
+
+
 def test_review_without_model_or_tools(workspace: Path, catalogue: dict[str, ModelSpec]) -> None:
     """Disabled model review: the linters' findings only, and their fixes."""
     pool = ModelPool(catalogue)

@@ -134,6 +134,25 @@ async def test_typed_through_reuse_needs_no_model_call(
     assert after["generator"]["model_calls"] == before["generator"]["model_calls"]
 
 
+async def test_a_key_typed_re_evaluates_only_the_end_of_the_prompt(
+    client: LanguageClient, workspace: Path
+) -> None:
+    body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n\n" for i in range(12))
+    uri = open_doc(client, workspace / "reuse.py", body + "def total(values):\n    ")
+    await inline(client, uri, 49, 4)
+    before = await status(client)
+    # Not what was suggested (no typed-through answer): the model runs again.
+    insert(client, uri, 2, 49, 4, "z")
+    await inline(client, uri, 49, 5)
+    after = await status(client)
+    calls = after["generator"]["model_calls"] - before["generator"]["model_calls"]
+    prompt = after["generator"]["prompt_tokens"] - before["generator"]["prompt_tokens"]
+    reused = after["generator"]["reused_tokens"] - before["generator"]["reused_tokens"]
+    assert calls == 1 and prompt > 120, after["generator"]
+    # The suffix follows the prefix in the prompt: a key re-evaluates it and the key, no more.
+    assert prompt - reused < 40, f"{prompt - reused} of {prompt} prompt tokens evaluated again"
+
+
 async def test_burst_of_requests_while_typing(client: LanguageClient, workspace: Path) -> None:
     """50 keystrokes, a request each, nobody waiting: the last is answered, the rest cancelled."""
     uri = open_doc(client, workspace / "burst.py", "import math\n\n\ndef area(r):\n    ")

@@ -1,0 +1,206 @@
+"""Interactive model work before background work (models/priority.py), with real threads.
+
+The model-level behaviour (a review pausing for, and giving its model up to, a completion) is in
+test_quality.py."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from memlsp.models.priority import MAX_PREEMPTIONS, SETTLE_LIMIT_S, Preempted, Priority
+
+
+@contextlib.contextmanager
+def interactive(priority: Priority, model: str) -> Iterator[None]:
+    """What ModelPool.acquire(..., interactive=True) does around its lock."""
+    with priority.wanting(model), priority.running(model):
+        yield
+
+
+def run_steps(
+    priority: Priority,
+    holding: str,
+    cancel: threading.Event,
+    steps: int,
+    log: list[float],
+    outcome: list[str] | None = None,
+    preemptible: bool = True,
+) -> threading.Thread:
+    """A background worker: ``steps`` steps, each logging when it started computing; how it
+    ended goes to ``outcome``."""
+    pacer = priority.background(holding, cancel, preemptible)
+
+    def work() -> None:
+        try:
+            for _ in range(steps):
+                with pacer.step():
+                    if cancel.is_set():
+                        return
+                    log.append(time.monotonic())
+                    time.sleep(0.01)
+        except Preempted:
+            (outcome if outcome is not None else []).append("preempted")
+            return
+        (outcome if outcome is not None else []).append("done")
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
+
+
+def test_background_waits_while_interactive_work_runs_on_another_model() -> None:
+    priority = Priority()
+    started: list[float] = []
+    with interactive(priority, "coder"):
+        worker = run_steps(priority, "reviewer", threading.Event(), 3, started)
+        time.sleep(0.5)
+        assert started == []  # not one step while the completion runs
+        released = time.monotonic()
+    worker.join(timeout=5)
+    assert len(started) == 3 and started[0] >= released
+    stats = priority.stats()
+    assert stats["background_pauses"] == 1 and stats["background_paused_s"] >= 0.4
+    assert stats["interactive_active"] == 0
+
+
+def test_background_gives_up_a_model_an_interactive_request_wants() -> None:
+    # The interactive request waits for this model's lock, held by the background work: if the
+    # background waited too, neither would ever go on; so it gives the model up.
+    priority = Priority()
+    started: list[float] = []
+    outcome: list[str] = []
+    with priority.wanting("shared"):  # waiting for the lock
+        worker = run_steps(priority, "shared", threading.Event(), 3, started, outcome)
+        worker.join(timeout=5)
+    assert outcome == ["preempted"] and started == []
+    assert priority.stats()["background_preempted"] == 1
+
+
+def test_preempted_while_paused_for_another_model() -> None:
+    priority = Priority()
+    outcome: list[str] = []
+    with interactive(priority, "coder"):
+        worker = run_steps(priority, "reviewer", threading.Event(), 3, [], outcome)
+        time.sleep(0.3)  # paused for the completion on "coder"
+        with priority.wanting("reviewer"):  # a refactor now wants the review's model
+            worker.join(timeout=5)
+    assert outcome == ["preempted"]
+
+
+def test_background_past_its_preemptions_keeps_its_model() -> None:
+    priority = Priority()
+    started: list[float] = []
+    outcome: list[str] = []
+    with priority.wanting("shared"):
+        worker = run_steps(priority, "shared", threading.Event(), 3, started, outcome, False)
+        worker.join(timeout=5)
+    assert outcome == ["done"] and len(started) == 3
+    assert priority.stats()["background_preempted"] == 0
+    assert MAX_PREEMPTIONS >= 1
+
+
+def test_wait_unwanted_returns_when_the_interactive_request_ends() -> None:
+    priority = Priority()
+    priority.wait_unwanted("shared", threading.Event())  # nobody wants it: returns at once
+    wanted = threading.Event()
+    end_request = threading.Event()
+
+    def request() -> None:
+        with priority.wanting("shared"):
+            wanted.set()
+            end_request.wait(5)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    assert wanted.wait(5)
+    threading.Timer(0.3, end_request.set).start()
+    started = time.monotonic()
+    priority.wait_unwanted("shared", threading.Event())
+    assert time.monotonic() - started >= 0.25 and end_request.is_set()
+    worker.join(timeout=5)
+    cancel = threading.Event()
+    with priority.wanting("shared"):
+        threading.Timer(0.2, cancel.set).start()
+        started = time.monotonic()
+        priority.wait_unwanted("shared", cancel)  # ends on the cancel
+        assert 0.15 <= time.monotonic() - started < 2
+
+
+def test_cancel_ends_a_paused_step() -> None:
+    priority = Priority()
+    cancel = threading.Event()
+    started: list[float] = []
+    with interactive(priority, "coder"):
+        worker = run_steps(priority, "reviewer", cancel, 3, started)
+        time.sleep(0.2)
+        cancel.set()
+        worker.join(timeout=2)
+        assert not worker.is_alive() and started == []
+
+
+def test_interactive_work_waits_for_the_background_step_in_flight() -> None:
+    priority = Priority()
+    in_step = threading.Event()
+    finish_step = threading.Event()
+    step_ended: list[float] = []
+
+    def one_long_step() -> None:
+        with priority.background("reviewer", threading.Event()).step():
+            in_step.set()
+            finish_step.wait(5)
+            step_ended.append(time.monotonic())
+
+    worker = threading.Thread(target=one_long_step)
+    worker.start()
+    assert in_step.wait(5)
+    threading.Timer(0.3, finish_step.set).start()
+    with interactive(priority, "coder"):
+        entered = time.monotonic()
+    worker.join(timeout=5)
+    assert step_ended and entered >= step_ended[0]
+    assert priority.stats()["interactive_waits"] == 1
+
+
+def test_interactive_work_stops_waiting_for_a_step_that_does_not_end() -> None:
+    priority = Priority()
+    in_step = threading.Event()
+    finish_step = threading.Event()
+
+    def stuck_step() -> None:
+        with priority.background("reviewer", threading.Event()).step():
+            in_step.set()
+            finish_step.wait(10)
+
+    worker = threading.Thread(target=stuck_step)
+    worker.start()
+    assert in_step.wait(5)
+    started = time.monotonic()
+    with interactive(priority, "coder"):
+        waited = time.monotonic() - started
+    finish_step.set()
+    worker.join(timeout=5)
+    assert SETTLE_LIMIT_S - 0.1 <= waited < SETTLE_LIMIT_S + 2
+
+
+def test_interactive_on_the_same_model_does_not_wait_for_its_step() -> None:
+    priority = Priority()
+    in_step = threading.Event()
+    finish_step = threading.Event()
+
+    def step() -> None:
+        with priority.background("shared", threading.Event()).step():
+            in_step.set()
+            finish_step.wait(10)
+
+    worker = threading.Thread(target=step)
+    worker.start()
+    assert in_step.wait(5)
+    started = time.monotonic()
+    with interactive(priority, "shared"):
+        waited = time.monotonic() - started
+    finish_step.set()
+    worker.join(timeout=5)
+    assert waited < 0.5 and priority.stats()["interactive_waits"] == 0
