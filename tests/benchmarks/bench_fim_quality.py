@@ -2,7 +2,8 @@
 
 Prints JSON. Usage:
   .venv/bin/python tests/benchmarks/bench_fim_quality.py --model qwen2.5-coder-0.5b --limit 100
-      [--languages py,java,js] [--infilling-limit 100] [--no-bare]
+      [--languages py,java,js] [--infilling-limit 100] [--no-bare] [--skip-infilling]
+      [--details answers.jsonl]
 
 - HumanEval-FIM (Qwen2.5-Coder report's set): exact match of the first non-empty line, per
   language and averaged; tasks sampled with random.Random(0) when --limit is given.
@@ -102,7 +103,11 @@ class Runner:
 
 
 def humaneval_fim(
-    runner: Runner, languages: list[str], limit: int | None, bare: bool
+    runner: Runner,
+    languages: list[str],
+    limit: int | None,
+    bare: bool,
+    details: Any = None,
 ) -> dict[str, Any]:
     rows = load_jsonl(HUMANEVAL_FIM)
     report: dict[str, Any] = {}
@@ -115,17 +120,25 @@ def humaneval_fim(
             expected = task["canonical_solution"].strip()
             prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, seconds = runner.agent_line(f"{language}{i}", language, prefix, suffix)
-            agent_hits += first_line(text) == expected
+            agent_ok = first_line(text) == expected
+            agent_hits += agent_ok
             agent_times.append(seconds)
+            row = {"task": task.get("task_id", i), "expected": expected, "agent": text}
+            row["agent_ok"] = agent_ok
             if bare:
                 raw, seconds = runner.bare_line(task["prompt"], task["suffix"])
-                bare_hits += first_line(raw) == expected
+                row["bare"], row["bare_ok"] = raw, first_line(raw) == expected
+                bare_hits += row["bare_ok"]
                 bare_times.append(seconds)
+            if details is not None:  # one JSON line per task, to study where the two differ
+                details.write(json.dumps({"language": language, **row}) + "\n")
+                details.flush()
         n = len(tasks)
         report[language] = {
             "tasks": n,
             "agent_exact_match": round(100 * agent_hits / n, 1),
             "agent_latency": percentiles(agent_times),
+            "agent_seconds": round(sum(agent_times), 1),
             **(
                 {
                     "bare_exact_match": round(100 * bare_hits / n, 1),
@@ -192,7 +205,9 @@ def main() -> int:
     parser.add_argument("--infilling-limit", type=int, default=None)
     parser.add_argument("--no-bare", action="store_true")
     parser.add_argument("--skip-infilling", action="store_true")
+    parser.add_argument("--details", type=Path, help="write each HumanEval-FIM task's answers here")
     args = parser.parse_args()
+    details = args.details.open("w") if args.details else None
     runner = Runner(args.model)
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -200,7 +215,7 @@ def main() -> int:
         "checkpoint": "Qwen2.5-Coder Instruct, GGUF Q4_K_M",
         "published_humaneval_fim_average_bf16_base": PUBLISHED.get(args.model),
         "humaneval_fim": humaneval_fim(
-            runner, args.languages.split(","), args.limit, not args.no_bare
+            runner, args.languages.split(","), args.limit, not args.no_bare, details
         ),
     }
     if not args.skip_infilling:
@@ -209,6 +224,8 @@ def main() -> int:
         )
     result["seconds"] = round(time.perf_counter() - started, 1)
     runner.pool.close()
+    if details is not None:
+        details.close()
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
