@@ -542,6 +542,7 @@ class WorkspaceMemory:
                 "prefetches": provider.prefetches,
                 "cache_hits": provider.cache_hits,
                 "over_budget": provider.over_budget,
+                "kept": provider.kept,
             }
         try:
             if self._role == "owner":

@@ -30,6 +30,7 @@ from .records import ChunkRecord, Hit, StoreError
 from .store import MemoryStore
 
 __all__ = [
+    "KEEP_MAX_S",
     "LEXICAL_WEIGHT",
     "RRF_K",
     "HybridSearch",
@@ -58,6 +59,12 @@ REGION_LINES = 8
 # makes the model repeat code that is already there.
 EXCLUDE_SIMILARITY = 0.5
 AROUND_LINES = 32
+# A file keeps the chunks it last showed while more than this share of a new search's chunks
+# are among them: any chunk dropped or added moves everything after it in the prompt, and the
+# model then evaluates the whole prompt again (2-4 s on 2 cores) instead of the last keys typed.
+KEEP_OVERLAP = 0.5
+# ... and for at most this long, so edits elsewhere reach the prompt.
+KEEP_MAX_S = 120.0
 # No chunk takes more than this share of the context budget: a long one is cut to its head
 # (a definition's chunk starts with its signature, which is what a call needs). Whole chunks
 # only, on networkx with the default 1,536-character budget, rendered 1.45 chunks per prompt
@@ -257,6 +264,8 @@ class MemoryContextProvider:
         self._cache: OrderedDict[Key, tuple[float, list[Hit]]] = OrderedDict()
         self._last_for_path: OrderedDict[str, list[Hit]] = OrderedDict()
         self._first_seen: OrderedDict[tuple[str, int, str], int] = OrderedDict()
+        # Per file: the chunks last shown and when they were chosen (see KEEP_OVERLAP).
+        self._shown: OrderedDict[str, tuple[float, list[ContextChunk]]] = OrderedDict()
         self._seen_counter = 0
         self._inflight: tuple[Key, Future[list[Hit]]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memlsp-context")
@@ -265,6 +274,7 @@ class MemoryContextProvider:
         self.cache_hits = 0
         self.over_budget = 0
         self.prefetches = 0
+        self.kept = 0  # context_for answers that kept the file's last chunks
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -276,7 +286,8 @@ class MemoryContextProvider:
         key = region_key(path, request.prefix)
         hits = self._hits_for(key, path, request.prefix)
         around = last_lines(request.prefix, AROUND_LINES)
-        return self._render(hits, budget_chars, around)
+        fresh = self._render(hits, budget_chars, around)
+        return self._keep_or_replace(path, fresh, around, budget_chars)
 
     def prefetch(self, request: ContextRequest) -> None:
         """Start the search for ``request``'s region unless it is cached or another search is
@@ -376,6 +387,35 @@ class MemoryContextProvider:
             order = {id(r): self._seen(r) for r, _ in picked}
         picked.sort(key=lambda pair: order[id(pair[0])])
         return [ContextChunk(r.path, text, r.start_line, "memory") for r, text in picked]
+
+    def _keep_or_replace(
+        self, path: str, fresh: list[ContextChunk], around: str, budget_chars: int
+    ) -> list[ContextChunk]:
+        """The chunks ``path`` showed last if they still serve (most of ``fresh`` among them,
+        none repeating the code at the cursor, within the budget, not too old), else ``fresh``,
+        remembered."""
+        now = self._clock()
+        with self._lock:
+            shown = self._shown.get(path)
+            if shown is not None and now - shown[0] <= KEEP_MAX_S:
+                kept = shown[1]
+                ids = {(c.path, c.start_line) for c in kept}
+                shared = sum((c.path, c.start_line) in ids for c in fresh)
+                size = sum(len(c.text) for c in kept)
+                if (
+                    kept
+                    and (shared > KEEP_OVERLAP * len(fresh) or not fresh)
+                    and sum(len(c.text) for c in fresh) / 2 <= size <= budget_chars
+                    and not any(line_similarity(c.text, around) > EXCLUDE_SIMILARITY for c in kept)
+                ):
+                    self._shown.move_to_end(path)
+                    self.kept += 1
+                    return kept
+            self._shown[path] = (now, fresh)
+            self._shown.move_to_end(path)
+            while len(self._shown) > self._cache_entries:
+                self._shown.popitem(last=False)
+        return fresh
 
     def _seen(self, record: ChunkRecord) -> int:
         key = (record.path, record.start_line, record.content_hash)

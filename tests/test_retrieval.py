@@ -17,6 +17,7 @@ from memlsp.memory.embedder import Embedder
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.records import ChunkRecord
 from memlsp.memory.retrieval import (
+    KEEP_MAX_S,
     HybridSearch,
     MemoryContextProvider,
     head,
@@ -320,6 +321,36 @@ def test_context_order_is_stable(hybrid: HybridSearch) -> None:
     kept = [c.text for c in later if c.text in shown]
     assert kept == [t for t in shown if t in kept]
     assert [c.text for c in later][: len(kept)] == kept
+    provider.close()
+
+
+def test_a_file_keeps_its_chunks_while_new_searches_mostly_agree(hybrid: HybridSearch) -> None:
+    now = [0.0]
+    provider = MemoryContextProvider(hybrid.search, k=3, budget_s=30.0, clock=lambda: now[0])
+    path = "app/other.py"
+    first = provider.context_for(request(path, prefix_with(CODE, "    key = hkdf_expand")), 4000)
+    assert len(first) == 3 and "tls/session.py" in {c.path for c in first}
+    # Further down the file, another region and search, the same subject: the prompt's start
+    # stays as it was (the model reuses its KV cache) although the ranking may differ.
+    moved = prefix_with([*CODE, "    pass"] * 3, "    iv = hkdf_expand_label(secret")
+    assert provider.context_for(request(path, moved), 4000) == first
+    assert provider.kept == 1 and provider.searches == 2
+    # Another subject: the new chunks replace the old.
+    db = prefix_with(["import sqlalchemy", "", "def open_db(url):"], "    engine = create_engine(")
+    replaced = provider.context_for(request(path, db), 4000)
+    assert "app/db.py" in {c.path for c in replaced} and replaced != first
+    assert provider.kept == 1
+    # Kept, but not forever: edits elsewhere must reach the prompt.
+    assert provider.context_for(request(path, db + "url"), 4000) == replaced
+    assert provider.kept == 2
+    now[0] += KEEP_MAX_S + 1
+    provider.context_for(request(path, db + "url, "), 4000)
+    assert provider.kept == 2
+    # A kept chunk that repeats the code now at the cursor goes (as a new chunk would).
+    session = CHUNKS["tls/session.py"][1]
+    provider.context_for(request(path, prefix_with(CODE, "    key = hkdf_expand")), 4000)
+    repeated = provider.context_for(request(path, session + "\n    "), 4000)
+    assert "tls/session.py" not in {c.path for c in repeated}
     provider.close()
 
 
