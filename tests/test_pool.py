@@ -273,6 +273,10 @@ def test_gpu_offload_decision(catalogue: dict[str, ModelSpec]) -> None:
     _generate(pool, SMALL)
     stats = pool.stats()["models"][SMALL]
     assert stats["gpu"] == note and stats["n_gpu_layers"] == layers
+    with pool.acquire(SMALL) as model:
+        # No layer offloaded means no KV cache on a GPU either (llama.cpp's default puts it
+        # there whenever the build can).
+        assert bool(model.llama.context_params.offload_kqv) == (layers != 0)
     pool.close()
 
 
