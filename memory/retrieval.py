@@ -193,8 +193,22 @@ def imported_names(prefix: str) -> list[str]:
 
 
 def _last_use(code: str, name: str) -> int:
-    uses = re.finditer(rf"(?<![\w$]){re.escape(name)}(?![\w$])", code)
-    return max((m.start() for m in uses), default=-1)
+    """Where ``name`` last occurs as a whole identifier in ``code``, -1 if nowhere: searched
+    backwards, since the last use is usually near the cursor (a regex over a long file, once per
+    imported name, cost a search more than the rest of it)."""
+    end = len(code)
+    while (at := code.rfind(name, 0, end)) >= 0:
+        after = at + len(name)
+        if not (at and _identifier_char(code[at - 1])) and not (
+            after < len(code) and _identifier_char(code[after])
+        ):
+            return at
+        end = after - 1
+    return -1
+
+
+def _identifier_char(char: str) -> bool:
+    return char.isalnum() or char in "_$"
 
 
 def _split_prefix(prefix: str) -> tuple[list[str], str]:

@@ -426,6 +426,9 @@ def test_imported_names_unused_first_then_most_recently_used() -> None:
     )
     # polygon_area and connect_database are not used yet; pairs was used after Session.
     assert imported_names(prefix) == ["polygon_area", "connect_database", "pairs", "Session"]
+    # Part of a longer identifier is not a use; the last whole use counts, however far back.
+    longer = "from app import area, volume\n\nx = area(1)\n" + "y = area_total + volume2\n" * 5000
+    assert imported_names(longer) == ["volume", "area"]
     js = 'import { area, type Shape } from "./geometry";\nimport render from "./ui";\nrender('
     assert imported_names(js) == ["area", "Shape", "render"]
     assert imported_names("x = 1\n") == []
