@@ -342,16 +342,19 @@ def _repeats_line_above(lines: list[str], before: str, prefix: str) -> bool:
     return target == above
 
 
+_CLOSER_LINE_CHARS = ")]};,"
+
+
 def _trim_following_lines(lines: list[str], before: str, suffix: str) -> list[str]:
     """Drop the generated tail that equals the lines right below the cursor (all of it → [])."""
-    generated = [(before + lines[0]).strip(), *(line.strip() for line in lines[1:])]
+    generated = [_line_key(before + lines[0]), *(_line_key(line) for line in lines[1:])]
     following: list[str] = []
     wanted = sum(1 for g in generated if g)
     for line in _lines_below(suffix):
         if len(following) >= wanted:
             break
         if line.strip():
-            following.append(line.strip())
+            following.append(_line_key(line))
     for start, first in enumerate(generated):
         if not first:
             continue
@@ -359,6 +362,15 @@ def _trim_following_lines(lines: list[str], before: str, suffix: str) -> list[st
         if tail == following[: len(tail)]:
             return lines[:start]
     return lines
+
+
+def _line_key(line: str) -> str:
+    """A line as compared with the lines below the cursor: its code, and for a line of closing
+    brackets its indentation too; nested blocks end in a column of closers (``    }`` above
+    ``}``), and the inner one is not a repeat of the outer (on HumanEval-FIM Java and JavaScript
+    such closers were dropped as duplicates of the suffix)."""
+    code = line.strip()
+    return line.rstrip() if code and not code.strip(_CLOSER_LINE_CHARS) else code
 
 
 def _drop_repeated_indent(text: str, before: str, prefix: str) -> str:

@@ -145,6 +145,22 @@ def test_decide_mode_hash_in_string_is_not_a_comment() -> None:
             id="repeats-above-with-cursor-text",
         ),
         pytest.param("}", "  }\n", "\n", "single", "}", id="closer-may-repeat"),
+        pytest.param(  # the inner block's closer, above the outer one's
+            "}",
+            "class A {\n  void f() {\n    if (x) {\n      y();\n    ",
+            "\n  }\n}\n",
+            "single",
+            "}",
+            id="inner-closer-above-outer-kept",
+        ),
+        pytest.param(  # the same closer in the same column is a repeat
+            "}",
+            "class A {\n  void f() {\n    if (x) {\n      y();\n    ",
+            "\n    }\n  }\n}\n",
+            "single",
+            "",
+            id="closer-repeating-the-next-line-dropped",
+        ),
         pytest.param(
             "y = 2\n    z = 3",
             "def f():\n    ",
