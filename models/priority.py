@@ -63,12 +63,8 @@ class Priority:
         """An interactive request for ``model``, from before it waits for the model's lock."""
         with self._cv:
             self._wanted[model] += 1
-        try:
+        with self._counted(self._wanted, model):
             yield
-        finally:
-            with self._cv:
-                _decrement(self._wanted, model)
-                self._cv.notify_all()
 
     @contextlib.contextmanager
     def running(self, model: str) -> Iterator[None]:
@@ -80,12 +76,8 @@ class Priority:
                 self._cv.wait_for(lambda: not self._busy_elsewhere(model), SETTLE_LIMIT_S)
                 self._settles += 1
                 self._settle_s += time.monotonic() - started
-        try:
+        with self._counted(self._running, model):
             yield
-        finally:
-            with self._cv:
-                _decrement(self._running, model)
-                self._cv.notify_all()
 
     def background(
         self, holding: str, cancel: threading.Event, preemptible: bool = True
@@ -138,11 +130,19 @@ class Priority:
                 self._pauses += 1
                 self._paused_s += time.monotonic() - started
             self._background_steps[holding] += 1
+        with self._counted(self._background_steps, holding):
+            yield
+
+    @contextlib.contextmanager
+    def _counted(self, counter: Counter[str], key: str) -> Iterator[None]:
+        """Undo the caller's count of ``key`` when the block ends, and wake the waiters."""
         try:
             yield
         finally:
             with self._cv:
-                _decrement(self._background_steps, holding)
+                counter[key] -= 1
+                if counter[key] <= 0:
+                    del counter[key]
                 self._cv.notify_all()
 
 
@@ -162,9 +162,3 @@ class BackgroundPacer:
 
     def step(self) -> contextlib.AbstractContextManager[None]:
         return self._priority._step(self)
-
-
-def _decrement(counter: Counter[str], key: str) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]

@@ -141,66 +141,53 @@ def test_cancel_ends_a_paused_step() -> None:
         assert not worker.is_alive() and started == []
 
 
-def test_interactive_work_waits_for_the_background_step_in_flight() -> None:
-    priority = Priority()
+@contextlib.contextmanager
+def step_in_flight(priority: Priority, model: str, ended: list[float]) -> Iterator[threading.Event]:
+    """A background step on ``model`` computing until the yielded event is set (or 10 s); when
+    it ended goes to ``ended``."""
     in_step = threading.Event()
-    finish_step = threading.Event()
-    step_ended: list[float] = []
+    finish = threading.Event()
 
-    def one_long_step() -> None:
-        with priority.background("reviewer", threading.Event()).step():
+    def step() -> None:
+        with priority.background(model, threading.Event()).step():
             in_step.set()
-            finish_step.wait(5)
-            step_ended.append(time.monotonic())
+            finish.wait(10)
+            ended.append(time.monotonic())
 
-    worker = threading.Thread(target=one_long_step)
+    worker = threading.Thread(target=step)
     worker.start()
     assert in_step.wait(5)
-    threading.Timer(0.3, finish_step.set).start()
-    with interactive(priority, "coder"):
-        entered = time.monotonic()
-    worker.join(timeout=5)
-    assert step_ended and entered >= step_ended[0]
+    try:
+        yield finish
+    finally:
+        finish.set()
+        worker.join(timeout=5)
+
+
+def test_interactive_work_waits_for_the_background_step_in_flight() -> None:
+    priority = Priority()
+    ended: list[float] = []
+    with step_in_flight(priority, "reviewer", ended) as finish:
+        threading.Timer(0.3, finish.set).start()
+        with interactive(priority, "coder"):
+            entered = time.monotonic()
+    assert ended and entered >= ended[0]
     assert priority.stats()["interactive_waits"] == 1
 
 
 def test_interactive_work_stops_waiting_for_a_step_that_does_not_end() -> None:
     priority = Priority()
-    in_step = threading.Event()
-    finish_step = threading.Event()
-
-    def stuck_step() -> None:
-        with priority.background("reviewer", threading.Event()).step():
-            in_step.set()
-            finish_step.wait(10)
-
-    worker = threading.Thread(target=stuck_step)
-    worker.start()
-    assert in_step.wait(5)
-    started = time.monotonic()
-    with interactive(priority, "coder"):
-        waited = time.monotonic() - started
-    finish_step.set()
-    worker.join(timeout=5)
+    with step_in_flight(priority, "reviewer", []):
+        started = time.monotonic()
+        with interactive(priority, "coder"):
+            waited = time.monotonic() - started
     assert SETTLE_LIMIT_S - 0.1 <= waited < SETTLE_LIMIT_S + 2
 
 
 def test_interactive_on_the_same_model_does_not_wait_for_its_step() -> None:
     priority = Priority()
-    in_step = threading.Event()
-    finish_step = threading.Event()
-
-    def step() -> None:
-        with priority.background("shared", threading.Event()).step():
-            in_step.set()
-            finish_step.wait(10)
-
-    worker = threading.Thread(target=step)
-    worker.start()
-    assert in_step.wait(5)
-    started = time.monotonic()
-    with interactive(priority, "shared"):
-        waited = time.monotonic() - started
-    finish_step.set()
-    worker.join(timeout=5)
+    with step_in_flight(priority, "shared", []):
+        started = time.monotonic()
+        with interactive(priority, "shared"):
+            waited = time.monotonic() - started
     assert waited < 0.5 and priority.stats()["interactive_waits"] == 0
