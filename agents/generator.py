@@ -136,11 +136,12 @@ class GeneratorAgent:
                 raise self._cancelled()
             builder = self._builder(model)
             tokenize = _tokenizer(model)
+            model_prefix, indent = prompt_prefix(request.prefix)
             prompt = builder.build(
                 tokenize,
                 doc_key=request.doc_key,
                 path=request.path,
-                prefix=request.prefix,
+                prefix=model_prefix,
                 suffix=request.suffix,
                 repo_name=request.repo_name,
                 chunks=chunks,
@@ -154,7 +155,8 @@ class GeneratorAgent:
                     mode,
                     max_tokens,
                     self.config.multiline_max_lines,
-                    request.prefix,
+                    # the model starts at the end of the line above when the cursor's is blank
+                    "" if indent is not None else request.prefix.rsplit("\n", 1)[-1],
                     cancel,
                 )
             except Cancelled:  # stopped in the prompt or between tokens: count it too
@@ -162,7 +164,7 @@ class GeneratorAgent:
         if cancel.is_set():
             raise self._cancelled()
         text = clean_completion(
-            raw,
+            raw if indent is None else from_line_above(raw, indent, model_prefix),
             prefix=request.prefix,
             suffix=request.suffix,
             mode=mode,
@@ -263,7 +265,7 @@ def _decode(
     mode: CompletionMode,
     max_tokens: int,
     max_lines: int,
-    prefix: str,
+    line_start: str,
     cancel: threading.Event,
 ) -> tuple[str, int, int]:
     """Greedy decoding with early stops; returns (text, reused prompt tokens, generated)."""
@@ -280,7 +282,6 @@ def _decode(
     vocab = lib.llama_model_get_vocab(llama.model)
     n_vocab = llama.n_vocab()
     out = bytearray()
-    line_start = prefix.rsplit("\n", 1)[-1]
     generated = 0
     for _ in range(max_tokens):
         if cancel.is_set():
@@ -295,6 +296,39 @@ def _decode(
             break
         llama.eval([token])
     return out.decode("utf-8", errors="ignore"), reused, generated
+
+
+def prompt_prefix(prefix: str) -> tuple[str, str | None]:
+    """The prefix the model sees, and the cursor line's indentation when it was cut off.
+
+    On a line holding only indentation, the prompt ends at the end of the line above, where the
+    model's training data ends it (a middle starts with its newline). A prompt ending in spaces
+    made the 0.5B often write the line after the one that belongs at the cursor: on 171
+    HumanEval-FIM Python tasks it matched 48.5 % against the bare model's 55.6 %."""
+    cut = prefix.rfind("\n")
+    line = prefix[cut + 1 :]
+    if cut < 0 or line.strip(" \t"):
+        return prefix, None
+    return prefix[:cut], line
+
+
+def from_line_above(raw: str, indent: str, model_prefix: str) -> str:
+    """Model output that began at the end of the line above, as text for the cursor: its
+    first newline is the cursor line's start, and the indentation already typed is dropped
+    (deeper indentation is kept; shallower cannot be shown as an insertion, so the code starts
+    at the cursor). Output that went on with the line above has no place at the cursor (""),
+    unless that line is blank: then it is code for a blank line, and the cursor's will do."""
+    if raw.startswith("\n"):
+        text = raw[1:]
+    elif model_prefix.endswith("\n") or not model_prefix:
+        text = raw
+    else:
+        return ""
+    first, newline, rest = text.partition("\n")
+    if not first.strip():  # a blank line first: post-processing looks further down
+        return text
+    first = first[len(indent) :] if first.startswith(indent) else first.lstrip(" \t")
+    return first + newline + rest
 
 
 def _indent(line: str) -> int:
