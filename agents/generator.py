@@ -136,12 +136,11 @@ class GeneratorAgent:
                 raise self._cancelled()
             builder = self._builder(model)
             tokenize = _tokenizer(model)
-            model_prefix, indent = prompt_prefix(request.prefix)
             prompt = builder.build(
                 tokenize,
                 doc_key=request.doc_key,
                 path=request.path,
-                prefix=model_prefix,
+                prefix=request.prefix,
                 suffix=request.suffix,
                 repo_name=request.repo_name,
                 chunks=chunks,
@@ -155,8 +154,7 @@ class GeneratorAgent:
                     mode,
                     max_tokens,
                     self.config.multiline_max_lines,
-                    # the model starts at the end of the line above when the cursor's is blank
-                    "" if indent is not None else request.prefix.rsplit("\n", 1)[-1],
+                    request.prefix,
                     cancel,
                 )
             except Cancelled:  # stopped in the prompt or between tokens: count it too
@@ -164,7 +162,7 @@ class GeneratorAgent:
         if cancel.is_set():
             raise self._cancelled()
         text = clean_completion(
-            raw if indent is None else from_line_above(raw, indent, model_prefix),
+            raw,
             prefix=request.prefix,
             suffix=request.suffix,
             mode=mode,
@@ -265,7 +263,7 @@ def _decode(
     mode: CompletionMode,
     max_tokens: int,
     max_lines: int,
-    line_start: str,
+    prefix: str,
     cancel: threading.Event,
 ) -> tuple[str, int, int]:
     """Greedy decoding with early stops; returns (text, reused prompt tokens, generated)."""
@@ -282,6 +280,7 @@ def _decode(
     vocab = lib.llama_model_get_vocab(llama.model)
     n_vocab = llama.n_vocab()
     out = bytearray()
+    line_start = prefix.rsplit("\n", 1)[-1]
     generated = 0
     for _ in range(max_tokens):
         if cancel.is_set():
@@ -296,39 +295,6 @@ def _decode(
             break
         llama.eval([token])
     return out.decode("utf-8", errors="ignore"), reused, generated
-
-
-def prompt_prefix(prefix: str) -> tuple[str, str | None]:
-    """The prefix the model sees, and the cursor line's indentation when it was cut off.
-
-    On a line holding only indentation, the prompt ends at the end of the line above, where the
-    model's training data ends it (a middle starts with its newline). A prompt ending in spaces
-    made the 0.5B often write the line after the one that belongs at the cursor: on 171
-    HumanEval-FIM Python tasks it matched 48.5 % against the bare model's 55.6 %."""
-    cut = prefix.rfind("\n")
-    line = prefix[cut + 1 :]
-    if cut < 0 or line.strip(" \t"):
-        return prefix, None
-    return prefix[:cut], line
-
-
-def from_line_above(raw: str, indent: str, model_prefix: str) -> str:
-    """Model output that began at the end of the line above, as text for the cursor: its
-    first newline is the cursor line's start, and the indentation already typed is dropped
-    (deeper indentation is kept; shallower cannot be shown as an insertion, so the code starts
-    at the cursor). Output that went on with the line above has no place at the cursor (""),
-    unless that line is blank: then it is code for a blank line, and the cursor's will do."""
-    if raw.startswith("\n"):
-        text = raw[1:]
-    elif model_prefix.endswith("\n") or not model_prefix:
-        text = raw
-    else:
-        return ""
-    first, newline, rest = text.partition("\n")
-    if not first.strip():  # a blank line first: post-processing looks further down
-        return text
-    first = first[len(indent) :] if first.startswith(indent) else first.lstrip(" \t")
-    return first + newline + rest
 
 
 def _indent(line: str) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from memlsp.agents.generator import from_line_above, prompt_prefix
 from memlsp.agents.postprocess import (
     FIM_SPECIAL_TOKENS,
     CompletionMode,
@@ -274,35 +273,3 @@ def test_single_line_on_an_empty_line_shows_the_code_the_model_put_below_it() ->
     ) == ("y = 2;")
     # After code on the cursor line, a newline still ends the suggestion.
     assert clean_completion("\nz", prefix="x = ", suffix="\n", mode="single") == ""
-
-
-# --- a blank cursor line: the prompt ends at the line above --------------------------------------
-
-
-def test_prompt_prefix_ends_at_the_line_above_a_blank_cursor_line() -> None:
-    assert prompt_prefix("def f(x):\n    y = x\n    ") == ("def f(x):\n    y = x", "    ")
-    assert prompt_prefix("x = 1\n\n") == ("x = 1\n", "")  # column 0 under a blank line
-    assert prompt_prefix("def f(x):\n    ret") == ("def f(x):\n    ret", None)  # code typed
-    assert prompt_prefix("    ") == ("    ", None)  # the first line: nothing above
-
-
-def after_code_line(raw: str, indent: str) -> str:
-    """from_line_above under a line of code."""
-    return from_line_above(raw, indent, "def f(y):")
-
-
-def test_model_output_from_the_line_above_is_placed_at_the_cursor() -> None:
-    indent = "    "
-    assert after_code_line("\n    return y\n", indent) == "return y\n"
-    # Deeper than the cursor: the extra indentation stays; shallower: the code starts here.
-    assert after_code_line("\n        z = 1", indent) == "    z = 1"
-    assert after_code_line("\nelse:", "        ") == "else:"
-    # Lines after the first keep their own indentation.
-    assert after_code_line("\n    if y:\n        return 1", indent) == "if y:\n        return 1"
-    # A blank line first: left to post-processing, which shows the code further down.
-    assert after_code_line("\n\n    return y", indent) == "\n    return y"
-    # Going on with the line above has no place at the cursor.
-    assert after_code_line("  # note", indent) == ""
-    assert after_code_line("", indent) == ""
-    # Unless the line above is blank: then the code is for a blank line, and ours is one.
-    assert from_line_above("    return y", indent, "def f(y):\n") == "return y"
