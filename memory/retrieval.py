@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
 
 from memlsp.agents.context import ContextChunk, ContextRequest, last_lines, line_similarity
 
@@ -246,6 +247,8 @@ def head(text: str, max_chars: int) -> str:
 
 
 Key = tuple[str, int, frozenset[str]]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class MemoryContextProvider:
@@ -369,14 +372,8 @@ class MemoryContextProvider:
     def _run_search(self, key: Key, path: str, prefix: str) -> list[Hit]:
         hits = self._search(query_text(prefix), self._k, path, imported_names(prefix))
         with self._lock:
-            self._cache[key] = (self._clock(), hits)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
-            self._last_for_path[path] = hits
-            self._last_for_path.move_to_end(path)
-            while len(self._last_for_path) > self._cache_entries:
-                self._last_for_path.popitem(last=False)
+            _remember(self._cache, key, (self._clock(), hits), self._cache_entries)
+            _remember(self._last_for_path, path, hits, self._cache_entries)
         return hits
 
     # -- rendering ----------------------------------------------------------------------------
@@ -393,7 +390,7 @@ class MemoryContextProvider:
             text = head(record.text, min(share, left))
             if not text.strip():
                 continue
-            if line_similarity(record.text, around) > EXCLUDE_SIMILARITY:
+            if _repeats_code_at_cursor(record.text, around):
                 continue
             picked.append((record, text))
             left -= len(text)
@@ -420,15 +417,12 @@ class MemoryContextProvider:
                     kept
                     and (shared > KEEP_OVERLAP * len(fresh) or not fresh)
                     and sum(len(c.text) for c in fresh) / 2 <= size <= budget_chars
-                    and not any(line_similarity(c.text, around) > EXCLUDE_SIMILARITY for c in kept)
+                    and not any(_repeats_code_at_cursor(c.text, around) for c in kept)
                 ):
                     self._shown.move_to_end(path)
                     self.kept += 1
                     return kept
-            self._shown[path] = (now, fresh)
-            self._shown.move_to_end(path)
-            while len(self._shown) > self._cache_entries:
-                self._shown.popitem(last=False)
+            _remember(self._shown, path, (now, fresh), self._cache_entries)
         return fresh
 
     def _seen(self, record: ChunkRecord) -> int:
@@ -438,7 +432,19 @@ class MemoryContextProvider:
             self._first_seen.move_to_end(key)
         else:
             self._seen_counter += 1
-            seq = self._first_seen[key] = self._seen_counter
-            while len(self._first_seen) > 4096:
-                self._first_seen.popitem(last=False)
+            seq = self._seen_counter
+            _remember(self._first_seen, key, seq, 4096)
         return seq
+
+
+def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, capacity: int) -> None:
+    """Put ``key`` last in the LRU ``cache`` and drop the oldest entries past ``capacity``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > capacity:
+        cache.popitem(last=False)
+
+
+def _repeats_code_at_cursor(text: str, around: str) -> bool:
+    """A chunk this similar to the code around the cursor makes the model repeat it."""
+    return line_similarity(text, around) > EXCLUDE_SIMILARITY

@@ -108,25 +108,24 @@ class Priority:
     def _busy_elsewhere(self, model: str) -> bool:
         """A background step on another model is computing (the same model's cannot be: the
         interactive request holds its lock)."""
-        return any(n for name, n in self._background_steps.items() if name != model)
+        return _on_other_models(self._background_steps, model)
 
     def _must_wait(self, holding: str) -> bool:
-        return any(n for name, n in self._running.items() if name != holding)
+        return _on_other_models(self._running, holding)
 
     @contextlib.contextmanager
     def _step(self, pacer: BackgroundPacer) -> Iterator[None]:
         holding = pacer.holding
         with self._cv:
-            if pacer.preemptible and self._wanted[holding]:
-                self._preemptions += 1
-                raise Preempted()
-            if self._must_wait(holding):
-                started = time.monotonic()
-                while self._must_wait(holding) and not pacer.cancel.is_set():
-                    self._cv.wait(_POLL_S)
-                    if pacer.preemptible and self._wanted[holding]:
-                        self._preemptions += 1
-                        raise Preempted()
+            started = time.monotonic() if self._must_wait(holding) else None
+            while True:  # checked before the step and after every wait
+                if pacer.preemptible and self._wanted[holding]:
+                    self._preemptions += 1
+                    raise Preempted()
+                if not self._must_wait(holding) or pacer.cancel.is_set():
+                    break
+                self._cv.wait(_POLL_S)
+            if started is not None:
                 self._pauses += 1
                 self._paused_s += time.monotonic() - started
             self._background_steps[holding] += 1
@@ -162,3 +161,7 @@ class BackgroundPacer:
 
     def step(self) -> contextlib.AbstractContextManager[None]:
         return self._priority._step(self)
+
+
+def _on_other_models(counter: Counter[str], model: str) -> bool:
+    return any(n for name, n in counter.items() if name != model)
