@@ -20,12 +20,14 @@ import numpy as np
 
 from memlsp.config.schema import GeneratorConfig
 from memlsp.models import LoadedModel, ModelPool
+from memlsp.models.kv_states import KvStates
 from memlsp.models.prefill import prefill
 
 from .completion_cache import CompletionCache
-from .context import ContextProvider, ContextRequest
+from .context import ContextProvider, ContextRequest, first_lines, last_lines
 from .fim_prompt import FimPromptBuilder, FimSpecialIds
 from .postprocess import CompletionMode, clean_completion, decide_mode
+from .sticky_context import StickyContext
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class GeneratorAgent:
         self.context = context
         self.cache = CompletionCache(capacity=config.cache_entries)
         self._builders: dict[str, FimPromptBuilder] = {}
+        self._kv_states: dict[str, KvStates] = {}  # per model name
+        self._sticky = StickyContext(config.context_keep_s)
         self._lock = threading.Lock()
         self._stats = GeneratorStats()
         self._last_context: list[tuple[str, str]] = []
@@ -129,6 +133,9 @@ class GeneratorAgent:
                 chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
             except Exception:  # context is a bonus: never fail a completion over it
                 log.exception("context provider failed")
+            around = last_lines(request.prefix, 32) + first_lines(request.suffix, 32)
+            line = request.prefix.count("\n")
+            chunks = self._sticky.choose(request.doc_key, line, chunks, around)
         with self._lock:
             self._last_context = [(c.source, c.path) for c in chunks]
         with self.pool.acquire(self.model_name, interactive=True) as model:
@@ -149,7 +156,10 @@ class GeneratorAgent:
             try:
                 raw, reused, generated = _decode(
                     model,
+                    self._kv(model.name),
+                    request.doc_key,
                     prompt.tokens,
+                    prompt.context_tokens,
                     builder.ids.stops,
                     mode,
                     max_tokens,
@@ -191,6 +201,7 @@ class GeneratorAgent:
         )
 
     def forget(self, doc_key: str) -> None:
+        self._sticky.forget(doc_key)
         for builder in self._builders.values():
             builder.forget(doc_key)
 
@@ -209,14 +220,27 @@ class GeneratorAgent:
                 "prompt_tokens": s.prompt_tokens,
                 "reused_tokens": s.reused_tokens,
                 "cache_entries": len(self.cache),
+                "context_kept": self._sticky.kept,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
+                # the completion model's saved KV states (identifier keys only: clients
+                # mangle others)
+                "kv_states": self._kv_states[self.model_name].stats_dict()
+                if self.model_name in self._kv_states
+                else KvStates(0).stats_dict(),
             }
 
     def _cancelled(self) -> Cancelled:
         with self._lock:
             self._stats.cancelled += 1
         return Cancelled()
+
+    def _kv(self, model_name: str) -> KvStates:
+        with self._lock:  # stats() reads the map from another thread
+            kv = self._kv_states.get(model_name)
+            if kv is None:
+                kv = self._kv_states[model_name] = KvStates(self.config.kv_state_mb << 20)
+            return kv
 
     def _builder(self, model: LoadedModel) -> FimPromptBuilder:
         builder = self._builders.get(model.name)
@@ -258,7 +282,10 @@ def _tokenizer(model: LoadedModel) -> Any:
 
 def _decode(
     model: LoadedModel,
+    kv_states: KvStates,
+    doc_key: str,
     tokens: list[int],
+    context_tokens: int,
     stops: frozenset[int],
     mode: CompletionMode,
     max_tokens: int,
@@ -274,7 +301,16 @@ def _decode(
     room = llama.n_ctx() - max_tokens - 1
     if len(tokens) > room:  # keep the end: the FIM part matters most
         tokens = tokens[-room:]
+    restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
     reused = prefill(llama, tokens, cancel, last_for_logits=True)
+    log.debug(
+        "prompt of %s: %d tokens (%d context), %d reused, %d from a saved state",
+        doc_key,
+        len(tokens),
+        context_tokens,
+        reused or 0,
+        restored,
+    )
     if reused is None:
         raise Cancelled()
     vocab = lib.llama_model_get_vocab(llama.model)

@@ -126,6 +126,18 @@ class GeneratorConfig:
         ),
     )
     cache_entries: int = field(default=256, metadata=number(0, 100000))
+    context_keep_s: int = field(
+        default=120,
+        metadata=number(
+            0, 3600, "a file keeps its context chunks this long while the cursor stays near"
+        ),
+    )
+    kv_state_mb: int = field(
+        default=96,
+        metadata=number(
+            0, 4096, "saved KV caches of recently left files, so a switch back is fast; 0: off"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -245,9 +245,11 @@ class ModelPool:
                 # Prompt/embedding batches use their own thread count (default: every core).
                 "n_threads_batch": spec.n_threads or (os.cpu_count() or 1),
                 "n_gpu_layers": n_gpu_layers,
-                # With no layer offloaded, keep the KV cache off the GPU too: llama.cpp puts it
-                # there by default (seen on an H200 with n_gpu_layers: 0), which is not "CPU".
+                # With no layer offloaded, keep the KV cache and the large-batch matrix work
+                # off the GPU too: llama.cpp does both by default (seen on an H200 with
+                # n_gpu_layers: 0: 316 MB of GPU memory besides the CUDA context), not "CPU".
                 "offload_kqv": n_gpu_layers != 0,
+                "op_offload": n_gpu_layers != 0,
                 "embedding": spec.role == "embed",
                 "verbose": True,  # see runtime.py: verbose=False blanks fd 1 during a load
             }

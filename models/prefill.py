@@ -10,8 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from .kv_states import common_prefix
 from .priority import BackgroundPacer
 
 __all__ = ["PREFILL_BATCH", "prefill"]
@@ -35,11 +34,7 @@ def prefill(
     ``last_for_logits``: evaluate the last token even when cached, for a caller that samples
     from the logits itself (llama-cpp-python's own completion replays it when it needs to).
     ``pacer``: background work; each batch waits while interactive work runs (``priority``)."""
-    n_past = int(llama.n_tokens)
-    limit = min(n_past, len(tokens))
-    cached = np.asarray(llama.input_ids[:limit])
-    mismatch = np.nonzero(cached != np.asarray(tokens[:limit]))[0]
-    common = int(mismatch[0]) if mismatch.size else limit
+    common = common_prefix(llama, tokens)
     if last_for_logits:
         common = min(common, len(tokens) - 1)
     elif common == len(tokens):

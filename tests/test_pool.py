@@ -277,6 +277,7 @@ def test_gpu_offload_decision(catalogue: dict[str, ModelSpec]) -> None:
         # No layer offloaded means no KV cache on a GPU either (llama.cpp's default puts it
         # there whenever the build can).
         assert bool(model.llama.context_params.offload_kqv) == (layers != 0)
+        assert bool(model.llama.context_params.op_offload) == (layers != 0)
     pool.close()
 
 

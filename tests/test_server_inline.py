@@ -153,6 +153,30 @@ async def test_a_key_typed_re_evaluates_only_the_end_of_the_prompt(
     assert prompt - reused < 40, f"{prompt - reused} of {prompt} prompt tokens evaluated again"
 
 
+async def test_a_file_switched_back_to_re_evaluates_only_what_changed(
+    client: LanguageClient, workspace: Path
+) -> None:
+    """Its prompt's context stays as it was and its KV cache comes back from a saved state."""
+    ending = "def total(values):\n    "
+    left = "".join(f"def left_{i}(x):\n    return x + {i}\n\n\n" for i in range(12))
+    right = "".join(f"def right_{i}(x):\n    return x - {i}\n\n\n" for i in range(12))
+    left_uri = open_doc(client, workspace / "left.py", left + ending)
+    await inline(client, left_uri, 49, 4)
+    # Another file: opening it adds context that left.py's next prompt would otherwise show.
+    right_uri = open_doc(client, workspace / "right.py", right + ending)
+    await inline(client, right_uri, 49, 4)
+    before = await status(client)
+    insert(client, left_uri, 2, 49, 4, "z")
+    await inline(client, left_uri, 49, 5)
+    after = await status(client)
+    gen_before, gen_after = before["generator"], after["generator"]
+    prompt = gen_after["prompt_tokens"] - gen_before["prompt_tokens"]
+    reused = gen_after["reused_tokens"] - gen_before["reused_tokens"]
+    assert gen_after["model_calls"] == gen_before["model_calls"] + 1 and prompt > 120
+    assert gen_after["kv_states"]["restored"] == gen_before["kv_states"]["restored"] + 1
+    assert prompt - reused < 40, f"{prompt - reused} of {prompt} prompt tokens evaluated again"
+
+
 async def test_burst_of_requests_while_typing(client: LanguageClient, workspace: Path) -> None:
     """50 keystrokes, a request each, nobody waiting: the last is answered, the rest cancelled."""
     uri = open_doc(client, workspace / "burst.py", "import math\n\n\ndef area(r):\n    ")
