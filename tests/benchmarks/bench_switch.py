@@ -3,10 +3,11 @@
 Prints JSON. Usage:
   cd tests/benchmarks && ../../.venv/bin/python bench_switch.py [--files 4] [--rounds 3]
 
-A user works on a few files in turn: in each, types a key where a line is missing, waits for the
-suggestion, saves, and moves to the next file. Each file is three complete HumanEval-FIM Python
-functions followed by a fourth task with its line missing (the cursor on that line). Three server
-runs on the same workspace and the same steps, one after the other:
+A user works on a few files in turn: in each, writes a line where one is missing, waits for the
+suggestion on the next, saves, and moves to the next file. Each file is two complete
+HumanEval-FIM Python functions and a third with its line missing (the cursor on that line): small
+modules, whose saves change their chunk in the other files' context (a file's first 64
+lines). Three server runs on the same workspace and the same steps, one after the other:
 
 - ``fresh``: every request chooses its context afresh and no KV state is saved
   (``context_keep_s: 0``, ``kv_state_mb: 0``): the behaviour before both existed;
@@ -16,11 +17,11 @@ runs on the same workspace and the same steps, one after the other:
   state of the file being left is saved and restored when the user comes back.
 
 Reported per run: latency p50/p95 of the suggestion right after a switch (the first round, when
-no file has been visited with a key typed yet, is left out of both), prompt tokens evaluated per
+no file has been visited with a line written yet, is left out of all), prompt tokens evaluated per
 request (status ``prompt_tokens - reused_tokens``), saved-state restores, and the ratio
-fresh/kept. Reviews are off (their model would share the 2 cores) and so is memory (its search
-answers the first requests differently in two runs): the context is the ring of open and saved
-files.
+fresh/kept. Reviews are off (their model would share the 2 cores); memory is on (the default),
+so the context holds search hits from the other files besides the ring of open and saved files.
+Each visit writes one line and asks for the next, as the soak's typist does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_crossfile import wait_for_index
 from common import (
     HUMANEVAL_FIM,
     cursor_document,
@@ -54,7 +56,7 @@ def build_files(rows: list[dict[str, Any]], n_files: int) -> list[tuple[str, int
     """(text, cursor line, cursor character) per file."""
     files = []
     for i in range(n_files):
-        done, hole = rows[4 * i : 4 * i + 3], rows[4 * i + 3]
+        done, hole = rows[3 * i : 3 * i + 2], rows[3 * i + 2]
         body = "".join(r["prompt"] + r["canonical_solution"] + r["suffix"] + "\n\n" for r in done)
         prefix, suffix = line_hole(hole["prompt"], hole["suffix"], hole["canonical_solution"])
         files.append(cursor_document(body + prefix, suffix))
@@ -68,11 +70,14 @@ async def session(
     agents = {"generator": {"model": model, **generator}, "quality": {"enabled": False}}
     latencies: list[float] = []
     evaluated: list[int] = []
-    async with lsp_session(root, agents=agents, memory={"enabled": False}) as client:
+    for i, (text, _, _) in enumerate(files):  # on disk first: the initial indexing finds them
+        (root / f"module_{i}.py").write_text(text)
+    async with lsp_session(root, agents=agents) as client:
 
         async def generator_status() -> Any:
             return (await client.protocol.send_request_async("memlsp/status", {})).generator
 
+        await wait_for_index(client)
         cursors = []
         for i, (text, line, char) in enumerate(files):
             uri = open_document(client, root / f"module_{i}.py", text, "python")
@@ -82,11 +87,14 @@ async def session(
         for round_no in range(rounds):
             for cursor in cursors:
                 uri, line, char = cursor
-                type_char(client, uri, line, char, "z" if round_no % 2 else "x")
-                cursor[2] = char + 1
+                # A line written and the next one started: the memory search for the cursor
+                # region runs again, and the file's chunk in the ring changes on save.
+                typed = f"step_{round_no} = len(str({round_no}))\n" + " " * char
+                type_char(client, uri, line, char, typed)
+                cursor[1] = line = line + 1
                 before = await generator_status()
                 started = time.perf_counter()
-                await inline_text(client, uri, line, char + 1)
+                await inline_text(client, uri, line, char)
                 seconds = time.perf_counter() - started
                 after = await generator_status()
                 if round_no > 0:
@@ -124,7 +132,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
-    files = build_files(sample(rows, 4 * args.files, seed=3), args.files)
+    files = build_files(sample(rows, 3 * args.files, seed=3), args.files)
     fresh = asyncio.run(
         session(files, args.rounds, args.model, {"context_keep_s": 0, "kv_state_mb": 0})
     )
