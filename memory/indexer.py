@@ -133,6 +133,7 @@ class Indexer:
         self._skipped: dict[str, str] = {}
         self._failed: dict[str, str] = {}
         self._last_error = ""
+        self._manifest_error = ""  # the last manifest save failure, logged once
         self._embedded_total = 0
         self._stored_paths: set[str] = set()
         self._progress: IndexProgress | None = None
@@ -369,7 +370,12 @@ class Indexer:
         try:
             self.manifest.save_if_dirty()
         except OSError as exc:
-            self._error(f"could not save the manifest {self.manifest.path}: {exc}")
+            message = f"could not save the manifest {self.manifest.path}: {exc}"
+            if message != self._manifest_error:  # a full disk fails every save: say it once
+                self._manifest_error = message
+                self._error(message)
+            return
+        self._manifest_error = ""
 
     # -- loading ------------------------------------------------------------------------------
 

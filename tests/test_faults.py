@@ -406,6 +406,9 @@ def test_file_size_limit_while_indexing_keeps_the_index_readable(
     assert limited.returncode == 1, limited.stderr[-2000:]
     assert "could not save the manifest" in limited.status["last_error"]
     assert "File too large" in limited.status["last_error"]
+    # Every later save fails the same way: said once, not once per save.
+    logged = limited.stderr.count("WARNING memlsp.memory.indexer: memory: could not save the")
+    assert logged == 1, limited.stderr[-2000:]
     stored, listed, ids = read_store(workspace, store_dir, embedder)
     assert_consistent(stored, listed, ids, expected)
     assert stored == expected  # the store took every chunk; only the manifest lags
