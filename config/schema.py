@@ -113,7 +113,13 @@ class PoolConfig:
 class GeneratorConfig:
     model: str = field(default="auto", metadata=text("catalogue name, or 'auto' (by hardware)"))
     prefix_tokens: int = field(default=768, metadata=number(16, 16384))
-    suffix_tokens: int = field(default=96, metadata=number(0, 8192))
+    suffix_tokens: int = field(
+        default=96, metadata=number(0, 8192, "re-evaluated on every keystroke: keep it short")
+    )
+    blank_line_suffix_tokens: int = field(
+        default=256,
+        metadata=number(0, 8192, "on a line holding only indentation: what follows decides"),
+    )
     context_tokens: int = field(
         default=512, metadata=number(0, 16384, "budget for other-file context")
     )

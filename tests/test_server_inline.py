@@ -64,6 +64,22 @@ async def test_obvious_body(client: LanguageClient, workspace: Path) -> None:
     assert "\n" not in text.strip()
 
 
+async def test_a_blank_line_whose_cut_prompt_gives_nothing_is_asked_again(
+    client: LanguageClient, workspace: Path
+) -> None:
+    """On a line holding only indentation the prompt ends at the line above. Under an unfinished
+    expression the model goes on with that line, which has no place at the cursor: the prompt
+    ending at the cursor is then asked, and gives the continuation."""
+    source = "def total(a, b, c):\n    result = (a +\n              \n    return result\n"
+    uri = open_doc(client, workspace / "continued.py", source)
+    before = await status(client)
+    text = await inline(client, uri, 2, 14)
+    after = await status(client)
+    assert text is not None and "b" in text, text
+    assert after["generator"]["asked_again"] == before["generator"]["asked_again"] + 1
+    assert after["generator"]["model_calls"] == before["generator"]["model_calls"] + 1
+
+
 async def test_multi_line_body(client: LanguageClient, workspace: Path) -> None:
     source = "class Point:\n    def __init__(self, x, y):\n        "
     uri = open_doc(client, workspace / "point.py", source)

@@ -1,0 +1,35 @@
+"""A cursor on a line holding only indentation: the prompt cut at the line above."""
+
+from __future__ import annotations
+
+from memlsp.agents.blank_line import cut_at_line_above, from_line_above
+
+
+def test_the_prompt_is_cut_at_the_line_above_a_blank_cursor_line() -> None:
+    assert cut_at_line_above("def f(x):\n    y = x\n    ") == ("def f(x):\n    y = x", "    ")
+    assert cut_at_line_above("x = 1\n\n") == ("x = 1\n", "")  # column 0 under a blank line
+    assert cut_at_line_above("def f(x):\n    ret") is None  # code typed on the line
+    assert cut_at_line_above("    ") is None  # the first line: nothing above
+
+
+def after_code_line(raw: str, indent: str) -> str:
+    """from_line_above under a line of code."""
+    return from_line_above(raw, indent, "def f(y):")
+
+
+def test_model_output_from_the_line_above_is_placed_at_the_cursor() -> None:
+    indent = "    "
+    assert after_code_line("\n    return y\n", indent) == "return y\n"
+    # Deeper than the cursor: the extra indentation stays; shallower: the code starts here.
+    assert after_code_line("\n        z = 1", indent) == "    z = 1"
+    assert after_code_line("\nelse:", "        ") == "else:"
+    # Lines after the first keep their own indentation.
+    assert after_code_line("\n    if y:\n        return 1", indent) == "if y:\n        return 1"
+    # A blank line first: left to post-processing, which shows the code further down.
+    assert after_code_line("\n\n    return y", indent) == "\n    return y"
+    # Going on with the line above has no place at the cursor: nothing (the generator then
+    # asks again with the prompt ending at the cursor).
+    assert after_code_line("  # note", indent) == ""
+    assert after_code_line("", indent) == ""
+    # Unless the line above is blank: then the code is for a blank line, and ours is one.
+    assert from_line_above("    return y", indent, "def f(y):\n") == "return y"
