@@ -6,7 +6,8 @@ Prints JSON. Usage:
       [--details answers.jsonl]
 
 - HumanEval-FIM (Qwen2.5-Coder report's set): exact match of the first non-empty line, per
-  language and averaged; tasks sampled with random.Random(0) when --limit is given.
+  language and averaged; tasks sampled with random.Random(0) when --limit is given (the first
+  --limit tasks with --first).
 - HumanEval-Infilling single-line: pass@1, executing prefix + completion + suffix + tests in a
   subprocess with a timeout (never in this process).
 The agent sees an editor's view (the missing line is an empty line at the cursor) and its output is
@@ -108,11 +109,13 @@ def humaneval_fim(
     limit: int | None,
     bare: bool,
     details: Any = None,
+    first: bool = False,
 ) -> dict[str, Any]:
     rows = load_jsonl(HUMANEVAL_FIM)
     report: dict[str, Any] = {}
     for language in languages:
-        tasks = sample([r for r in rows if r["language"] == language], limit)
+        of_language = [r for r in rows if r["language"] == language]
+        tasks = of_language[:limit] if first else sample(of_language, limit)
         agent_hits = bare_hits = 0
         agent_times: list[float] = []
         bare_times: list[float] = []
@@ -202,6 +205,9 @@ def main() -> int:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--languages", default="py,java,js")
     parser.add_argument("--limit", type=int, default=None, help="tasks per language")
+    parser.add_argument(
+        "--first", action="store_true", help="the first --limit tasks, not a random sample"
+    )
     parser.add_argument("--infilling-limit", type=int, default=None)
     parser.add_argument("--no-bare", action="store_true")
     parser.add_argument("--skip-infilling", action="store_true")
@@ -215,7 +221,7 @@ def main() -> int:
         "checkpoint": "Qwen2.5-Coder Instruct, GGUF Q4_K_M",
         "published_humaneval_fim_average_bf16_base": PUBLISHED.get(args.model),
         "humaneval_fim": humaneval_fim(
-            runner, args.languages.split(","), args.limit, not args.no_bare, details
+            runner, args.languages.split(","), args.limit, not args.no_bare, details, args.first
         ),
     }
     if not args.skip_infilling:
