@@ -93,6 +93,8 @@ class StickyContext:
             return "too old"
         if abs(line - shown.line) > STICKY_LINES:
             return "the cursor moved away"
+        if fresh and not shown.chunks:
+            return "context where there was none"  # e.g. the first other file opened
         best = next((c for c in fresh if c.source == "memory"), None)
         if best is not None and all(_where(best) != _where(c) for c in shown.chunks):
             # The search's best hit changed (a name typed whose definition it found, the

@@ -78,3 +78,10 @@ def test_keeping_can_be_turned_off() -> None:
     sticky.choose("a.py", 10, [UTILS], AROUND)
     assert sticky.choose("a.py", 10, [MODELS], AROUND) == [MODELS]
     assert sticky.kept == 0
+
+
+def test_context_where_there_was_none_is_taken() -> None:
+    sticky = StickyContext(clock=Clock())
+    assert sticky.choose("a.py", 10, [], AROUND) == []  # no other file open yet
+    assert sticky.choose("a.py", 11, [UTILS], AROUND) == [UTILS]
+    assert sticky.choose("a.py", 12, [], AROUND) == [UTILS]  # kept while it serves
