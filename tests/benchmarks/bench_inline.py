@@ -44,6 +44,7 @@ from common import (
     type_char,
 )
 
+from memlsp.agents.blank_line import cut_at_line_above
 from memlsp.agents.fim_prompt import FimPromptBuilder, FimSpecialIds
 from memlsp.config import load_config
 from memlsp.models.assembly import resolve
@@ -147,13 +148,28 @@ def bare_phase(model: str, tasks: list[dict[str, Any]]) -> list[float]:
     samples = []
     for i, task in enumerate(tasks):
         prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
+        # The agent's prompt for a cursor on a line holding only indentation (blank_line).
+        cut = cut_at_line_above(prefix)
         prompt = builder.build(
-            tokenize, doc_key=f"t{i}", path=f"cold_{i}.py", prefix=prefix, suffix=suffix
+            tokenize,
+            doc_key=f"t{i}",
+            path=f"cold_{i}.py",
+            prefix=cut[0] if cut else prefix,
+            suffix=suffix,
+            suffix_budget=gen.blank_line_suffix_tokens if cut else gen.suffix_tokens,
         )
         started = time.perf_counter()
-        llama.create_completion(
-            prompt.tokens, max_tokens=gen.max_tokens, temperature=0.0, stop=["\n"]
+        text = ""  # greedy, until the first non-empty line is complete (as the agent stops)
+        stream = llama.create_completion(
+            prompt.tokens, max_tokens=gen.max_tokens, temperature=0.0, stream=True
         )
+        try:
+            for chunk in stream:
+                text += chunk["choices"][0]["text"]  # type: ignore[index]
+                if "\n" in text.lstrip("\n"):
+                    break
+        finally:
+            stream.close()  # type: ignore[union-attr]
         samples.append(time.perf_counter() - started)
     llama.close()
     return samples
