@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "REPEAT_SIMILARITY",
     "CompositeContextProvider",
     "ContextChunk",
     "ContextProvider",
@@ -32,15 +33,20 @@ __all__ = [
     "ContextSource",
     "PrefetchingProvider",
     "RecentContextRing",
+    "code_around_cursor",
     "first_lines",
     "last_lines",
     "line_similarity",
     "prefetch",
+    "repeats_code_at_cursor",
 ]
 
 logger = logging.getLogger(__name__)
 
 ContextSource = Literal["open", "edit", "memory"]
+
+# A chunk this similar to the code around the cursor makes the model repeat code already there.
+REPEAT_SIMILARITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,16 @@ def last_lines(text: str, n: int) -> str:
     return text[pos + 1 :]
 
 
+def repeats_code_at_cursor(text: str, around: str) -> bool:
+    """Whether showing ``text`` would make the model repeat the code ``around`` the cursor."""
+    return line_similarity(text, around) > REPEAT_SIMILARITY
+
+
+def code_around_cursor(prefix: str, suffix: str, lines: int = 32) -> str:
+    """The ``lines`` lines before the cursor and the ``lines`` after it."""
+    return last_lines(prefix, lines) + first_lines(suffix, lines)
+
+
 def first_lines(text: str, n: int) -> str:
     """The first ``n`` lines of ``text`` (all of it when shorter), without splitting it all."""
     pos = -1
@@ -153,7 +169,7 @@ class RecentContextRing:
         max_chunks: int = 16,
         chunk_lines: int = 64,
         replace_similarity: float = 0.9,
-        exclude_similarity: float = 0.5,
+        exclude_similarity: float = REPEAT_SIMILARITY,
         cursor_window_lines: int = 32,
     ) -> None:
         if max_chunks < 1 or chunk_lines < 1:
@@ -210,9 +226,7 @@ class RecentContextRing:
             entries = list(self._entries)
         if budget_chars <= 0 or not entries:
             return []
-        around = last_lines(request.prefix, self._cursor_window_lines) + first_lines(
-            request.suffix, self._cursor_window_lines
-        )
+        around = code_around_cursor(request.prefix, request.suffix, self._cursor_window_lines)
         around_lines = _line_set(around)
         picked: list[ContextChunk] = []
         left = budget_chars

@@ -25,7 +25,7 @@ from memlsp.models.prefill import prefill
 
 from .blank_line import cut_at_line_above, from_line_above
 from .completion_cache import CompletionCache
-from .context import ContextChunk, ContextProvider, ContextRequest, first_lines, last_lines
+from .context import ContextChunk, ContextProvider, ContextRequest, code_around_cursor
 from .fim_prompt import FimPromptBuilder, FimSpecialIds
 from .postprocess import CompletionMode, clean_completion, decide_mode
 from .sticky_context import StickyContext
@@ -135,7 +135,7 @@ class GeneratorAgent:
                 chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
             except Exception:  # context is a bonus: never fail a completion over it
                 log.exception("context provider failed")
-            around = last_lines(request.prefix, 32) + first_lines(request.suffix, 32)
+            around = code_around_cursor(request.prefix, request.suffix)
             line = request.prefix.count("\n")
             chunks = self._sticky.choose(request.doc_key, line, chunks, around)
         with self._lock:
@@ -230,8 +230,8 @@ class GeneratorAgent:
                 prompt.context_tokens,
                 builder.ids.stops,
                 mode,
-                self.config.max_tokens,
-                self.config.multiline_max_lines,
+                config.max_tokens,
+                config.multiline_max_lines,
                 # the model starts at the end of the line above when the prompt was cut there
                 model_prefix.rsplit("\n", 1)[-1] if model_prefix == request.prefix else "",
                 cancel,

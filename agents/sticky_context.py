@@ -8,8 +8,8 @@ different cursor region reorders the hits. So a document keeps its last chunk li
 byte, while the cursor stays near where the list was chosen and for at most STICKY_MAX_S, and
 gives it up at once when a chunk would make the model repeat the code at the cursor or when the
 search's best hit is not among the kept chunks (a name typed whose definition it found, or the
-first memory hits after indexing). With the
-saved KV states (``models.kv_states``) a switch back to a file then reuses its whole prompt.
+first memory hits after indexing). With the saved KV states (``models.kv_states``) a switch
+back to a file then reuses its whole prompt.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .context import ContextChunk, line_similarity
+from .context import ContextChunk, repeats_code_at_cursor
 
 __all__ = ["STICKY_LINES", "STICKY_MAX_S", "StickyContext"]
 
@@ -32,8 +32,6 @@ STICKY_MAX_S = 120.0
 # ... and while the cursor stays within this many lines of where the chunks were chosen: far
 # away, the code around the cursor (what the search was for) is another subject.
 STICKY_LINES = 48
-# A chunk this similar to the code around the cursor makes the model repeat it (as the ring's).
-_REPEAT_SIMILARITY = 0.5
 _MAX_DOCS = 64
 
 
@@ -100,7 +98,7 @@ class StickyContext:
             # The search's best hit changed (a name typed whose definition it found, the
             # first hits after indexing): worth one evaluation. Lower hits reordering is not.
             return "a new best memory hit"
-        if any(line_similarity(c.text, around) > _REPEAT_SIMILARITY for c in shown.chunks):
+        if any(repeats_code_at_cursor(c.text, around) for c in shown.chunks):
             return "a chunk repeats the code at the cursor"
         return None
 

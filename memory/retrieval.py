@@ -23,7 +23,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
-from memlsp.agents.context import ContextChunk, ContextRequest, last_lines, line_similarity
+from memlsp.agents.context import (
+    ContextChunk,
+    ContextRequest,
+    last_lines,
+    repeats_code_at_cursor,
+)
 
 from .chunker import identifiers
 from .lexical import LexicalIndex
@@ -56,9 +61,6 @@ LEXICAL_WEIGHT = 1.5
 QUERY_LINES = 12
 # Cursor regions for the cache are this many lines tall.
 REGION_LINES = 8
-# Like the context ring (agents.context): a chunk this similar to the code around the cursor
-# makes the model repeat code that is already there.
-EXCLUDE_SIMILARITY = 0.5
 AROUND_LINES = 32
 # A file keeps the chunks it last showed while more than this share of a new search's chunks
 # are among them: any chunk dropped or added moves everything after it in the prompt, and the
@@ -390,7 +392,7 @@ class MemoryContextProvider:
             text = head(record.text, min(share, left))
             if not text.strip():
                 continue
-            if _repeats_code_at_cursor(record.text, around):
+            if repeats_code_at_cursor(record.text, around):
                 continue
             picked.append((record, text))
             left -= len(text)
@@ -417,7 +419,7 @@ class MemoryContextProvider:
                     kept
                     and (shared > KEEP_OVERLAP * len(fresh) or not fresh)
                     and sum(len(c.text) for c in fresh) / 2 <= size <= budget_chars
-                    and not any(_repeats_code_at_cursor(c.text, around) for c in kept)
+                    and not any(repeats_code_at_cursor(c.text, around) for c in kept)
                 ):
                     self._shown.move_to_end(path)
                     self.kept += 1
@@ -443,8 +445,3 @@ def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, capacity: int) -> 
     cache.move_to_end(key)
     while len(cache) > capacity:
         cache.popitem(last=False)
-
-
-def _repeats_code_at_cursor(text: str, around: str) -> bool:
-    """A chunk this similar to the code around the cursor makes the model repeat it."""
-    return line_similarity(text, around) > EXCLUDE_SIMILARITY
