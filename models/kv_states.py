@@ -120,10 +120,10 @@ class KvStates:
 
     def _save_current(self, llama: Any, key: str) -> None:
         n_tokens = int(llama.n_tokens)
-        held = np.array(llama.input_ids[:n_tokens], copy=True)
         owner = self._owner_prompt
         if n_tokens < MIN_SAVE_TOKENS or owner is None:
             return
+        held = np.array(llama.input_ids[:n_tokens], copy=True)
         # Another agent on the same model may have replaced the owner's cache since: then it
         # holds someone else's prompt, not worth a slot.
         if _common(held, owner) < min(n_tokens, len(owner)) // 2:
