@@ -69,6 +69,7 @@ class GeneratorStats:
     model_seconds: float = 0.0
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens found in the KV cache: what typing costs
+    generated_tokens: int = 0
     asked_again: int = 0  # blank-line prompts cut at the line above that gave nothing
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -180,6 +181,7 @@ class GeneratorAgent:
             self._stats.model_seconds += seconds
             self._stats.prompt_tokens += prompt_tokens
             self._stats.reused_tokens += reused
+            self._stats.generated_tokens += generated
             if not text:
                 self._stats.empty += 1
         log.debug(
@@ -259,6 +261,7 @@ class GeneratorAgent:
                 "model_seconds": round(s.model_seconds, 3),
                 "prompt_tokens": s.prompt_tokens,
                 "reused_tokens": s.reused_tokens,
+                "generated_tokens": s.generated_tokens,
                 "cache_entries": len(self.cache),
                 "context_kept": self._sticky.kept,
                 "asked_again": s.asked_again,
@@ -367,7 +370,7 @@ def _decode(
             break
         out += llama.detokenize([token])
         generated += 1
-        if _should_stop(out.decode("utf-8", errors="ignore"), mode, max_lines, line_start):
+        if should_stop(out.decode("utf-8", errors="ignore"), mode, max_lines, line_start):
             break
         llama.eval([token])
     return out.decode("utf-8", errors="ignore"), reused, generated
@@ -377,7 +380,7 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _should_stop(text: str, mode: CompletionMode, max_lines: int, line_start: str) -> bool:
+def should_stop(text: str, mode: CompletionMode, max_lines: int, line_start: str) -> bool:
     """Stop generating once the rest would be trimmed anyway (post-processing decides)."""
     if mode == "single":
         return "\n" in text.lstrip("\n") or (text.startswith("\n") and line_start.strip() != "")

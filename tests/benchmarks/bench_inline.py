@@ -9,12 +9,14 @@ Prints JSON. Usage:
 (b) keystrokes: on a few tasks the user types the missing line char by char, one request per char,
     each awaited (what the editor shows after every keystroke);
 (c) bare: the same cold prompts through a bare ``Llama`` loaded as the pool loads it (threads,
-    batch), greedy decoding stopped at the end of the line, in the same run, after the server has
-    exited. Its prompts hold the document alone, so the overhead ratio compares it with a second
-    server run whose other-file context and debounce are off (identical tokens, no deliberate
-    wait); the first run, with the defaults, shows what context costs. Keystrokes are also
-    reported alone for those that needed a model call (the others were served from the cache or
-    by typed-through reuse).
+    batch), greedy decoding stopped by the agent's own rule for the cursor's mode (a multi-line
+    suggestion decodes its lines on both sides), and the agent's second prompt where it asked
+    again (like with like: what the server adds, not what the agent chose to decode), in the
+    same run, after the server has exited. Its prompts hold the document alone, so the overhead
+    ratio compares it with a second server run whose other-file context and debounce are off
+    (identical tokens, no deliberate wait); the first run, with the defaults, shows what context
+    costs. Keystrokes are also reported alone for those that needed a model call (the others
+    were served from the cache or by typed-through reuse).
 Ratios: server cold / bare cold (goal <= 1.1), cold / keystroke (goal >= 3).
 """
 
@@ -46,6 +48,8 @@ from common import (
 
 from memlsp.agents.blank_line import cut_at_line_above
 from memlsp.agents.fim_prompt import FimPromptBuilder, FimSpecialIds
+from memlsp.agents.generator import should_stop
+from memlsp.agents.postprocess import decide_mode
 from memlsp.config import load_config
 from memlsp.models.assembly import resolve
 from memlsp.models.pool import N_BATCH
@@ -71,9 +75,15 @@ async def server_phase(
     if debounce_ms is not None:
         generator["debounce_ms"] = debounce_ms
 
+    asked_again: list[bool] = []  # per cold task: the blank-line prompt gave nothing
+
     async def model_calls() -> int:
         status = await client.protocol.send_request_async("memlsp/status", {})
         return int(status.generator.model_calls)
+
+    async def times_asked_again() -> int:
+        status = await client.protocol.send_request_async("memlsp/status", {})
+        return int(status.generator.asked_again)
 
     async with lsp_session(root, agents={"generator": generator}) as client:
         # Warm-up: the model load is not a completion's latency (the pool keeps it loaded).
@@ -83,9 +93,11 @@ async def server_phase(
             prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, line, char = cursor_document(prefix, suffix)
             uri = open_document(client, root / f"cold_{i}.py", text, "python")
+            before = await times_asked_again()
             started = time.perf_counter()
             await inline_text(client, uri, line, char)
             cold.append(time.perf_counter() - started)
+            asked_again.append(await times_asked_again() > before)
             close_document(client, uri)
         for i, task in enumerate(typed_tasks):
             prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
@@ -110,11 +122,18 @@ async def server_phase(
             "typed_through": gen.typed_through,
             "cancelled": gen.cancelled,
         }
-    return {"cold": cold, "keystrokes": keys, "by_model": keys_by_model, "generator": sources}
+    return {
+        "cold": cold,
+        "keystrokes": keys,
+        "by_model": keys_by_model,
+        "asked_again": asked_again,
+        "generator": sources,
+    }
 
 
-def bare_phase(model: str, tasks: list[dict[str, Any]]) -> list[float]:
-    """The same prompt tokens through a bare Llama: greedy, stop at the end of the line."""
+def bare_phase(model: str, tasks: list[dict[str, Any]], asked_again: list[bool]) -> list[float]:
+    """The model work the agent did, through a bare Llama: the same prompts (and the second one
+    where the agent asked again), greedy, stopped by the agent's rule for the cursor's mode."""
     config = load_config(None).config
     spec = config.models[model]
     gen = config.agents.generator
@@ -148,28 +167,33 @@ def bare_phase(model: str, tasks: list[dict[str, Any]]) -> list[float]:
     samples = []
     for i, task in enumerate(tasks):
         prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
-        # The agent's prompt for a cursor on a line holding only indentation (blank_line).
+        mode = decide_mode(prefix, suffix, "python")
+        # The agent's prompt for a cursor on a line holding only indentation (blank_line), then
+        # the prompt ending at the cursor where the agent asked again.
         cut = cut_at_line_above(prefix)
-        prompt = builder.build(
-            tokenize,
-            doc_key=f"t{i}",
-            path=f"cold_{i}.py",
-            prefix=cut[0] if cut else prefix,
-            suffix=suffix,
-            suffix_budget=gen.blank_line_suffix_tokens if cut else gen.suffix_tokens,
-        )
+        prefixes = [cut[0], prefix] if cut and asked_again[i] else [cut[0] if cut else prefix]
         started = time.perf_counter()
-        text = ""  # greedy, until the first non-empty line is complete (as the agent stops)
-        stream = llama.create_completion(
-            prompt.tokens, max_tokens=gen.max_tokens, temperature=0.0, stream=True
-        )
-        try:
-            for chunk in stream:
-                text += chunk["choices"][0]["text"]  # type: ignore[index]
-                if "\n" in text.lstrip("\n"):
-                    break
-        finally:
-            stream.close()  # type: ignore[union-attr]
+        for model_prefix in prefixes:
+            prompt = builder.build(
+                tokenize,
+                doc_key=f"t{i}",
+                path=f"cold_{i}.py",
+                prefix=model_prefix,
+                suffix=suffix,
+                suffix_budget=gen.blank_line_suffix_tokens if cut else gen.suffix_tokens,
+            )
+            line_start = model_prefix.rsplit("\n", 1)[-1] if model_prefix == prefix else ""
+            text = ""
+            stream = llama.create_completion(
+                prompt.tokens, max_tokens=gen.max_tokens, temperature=0.0, stream=True
+            )
+            try:
+                for chunk in stream:
+                    text += chunk["choices"][0]["text"]  # type: ignore[index]
+                    if should_stop(text, mode, gen.multiline_max_lines, line_start):
+                        break
+            finally:
+                stream.close()  # type: ignore[union-attr]
         samples.append(time.perf_counter() - started)
     llama.close()
     return samples
@@ -189,7 +213,7 @@ def main() -> int:
     same_prompt = asyncio.run(
         server_phase(args.model, cold_tasks, [], context_tokens=0, debounce_ms=0)
     )
-    bare = bare_phase(args.model, cold_tasks)
+    bare = bare_phase(args.model, cold_tasks, same_prompt["asked_again"])
     cold, keys = percentiles(server["cold"]), percentiles(server["keystrokes"])
     plain, bare_p = percentiles(same_prompt["cold"]), percentiles(bare)
     by_model = percentiles(server["by_model"]) if server["by_model"] else {}
