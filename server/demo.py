@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {"workspace": str(root), "sample": args.path is None}
         try:
             code = asyncio.run(_demo(scenario, env, say, summary))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, even during cleanup
             say("\ninterrupted: the server was stopped")
             summary["interrupted"] = True
             code = EXIT_INTERRUPTED
@@ -107,12 +109,51 @@ def _config_with_store(config_home: Path, store: Path) -> Path:
     return config_home
 
 
+class _Interrupt:
+    """Ctrl-C during the demo. asyncio turns it into a cancellation of the demo's task, but on
+    Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as the future it waits
+    for completes (the demo waits on the server's pushes in short slices), and the demo then
+    ran to its end; so the request is kept, the task cancelled again until it stops, and it is
+    checked between steps."""
+
+    RETRY_S = 0.5
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.requested = False
+        self._task = task
+        self._active = True
+
+    def install(self) -> None:
+        # Where a loop cannot take signal handlers (Windows, not the main thread): asyncio's own.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self) -> None:
+        self.requested = True
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._active and self._task is not None and not self._task.done():
+            self._task.cancel()
+            asyncio.get_running_loop().call_later(self.RETRY_S, self._cancel)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """Cleanup has begun: no more cancellations."""
+        self._active = False
+
+
 async def _demo(
     scenario: Scenario, env: dict[str, str], say: Callable[[str], None], summary: dict[str, Any]
 ) -> int:
     client = DemoClient()
     steps: list[StepResult] = []
     summary["steps"] = steps_json = []
+    interrupt = _Interrupt(asyncio.current_task())
+    interrupt.install()
     try:
         pid = await client.start_server(server_argv(), env)
         summary["server_pid"] = pid
@@ -130,6 +171,7 @@ async def _demo(
             if name in HEADERS:
                 say(HEADERS[name])
             result = await _guarded(action, name, say)
+            interrupt.check()
             steps.append(result)
             steps_json.append(_step_json(result))
             if name == "initialize" and not result.ok:
@@ -141,7 +183,12 @@ async def _demo(
         say("[6/6] shutdown and exit")
         steps.append(await _shutdown(client, say))
         steps_json.append(_step_json(steps[-1]))
+    except asyncio.CancelledError:
+        if interrupt.requested:  # our handler replaced asyncio's, which would say this
+            raise KeyboardInterrupt from None
+        raise
     finally:
+        interrupt.stop()
         await client.close()
     _print_table(steps, say, summary.get("models", {}))
     failed = [s.name for s in steps if s.ok is False]
