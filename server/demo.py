@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {"workspace": str(root), "sample": args.path is None}
         try:
             code = asyncio.run(_demo(scenario, env, say, summary))
-        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, even during cleanup
+        except KeyboardInterrupt:
             say("\ninterrupted: the server was stopped")
             summary["interrupted"] = True
             code = EXIT_INTERRUPTED
@@ -190,6 +190,7 @@ async def _demo(
     finally:
         interrupt.stop()
         await client.close()
+    interrupt.check()  # Ctrl-C during the cleanup, which is not cancelled
     _print_table(steps, say, summary.get("models", {}))
     failed = [s.name for s in steps if s.ok is False]
     summary["ok"] = not failed

@@ -77,13 +77,9 @@ async def server_phase(
 
     asked_again: list[bool] = []  # per cold task: the blank-line prompt gave nothing
 
-    async def model_calls() -> int:
+    async def generator_count(key: str) -> int:
         status = await client.protocol.send_request_async("memlsp/status", {})
-        return int(status.generator.model_calls)
-
-    async def times_asked_again() -> int:
-        status = await client.protocol.send_request_async("memlsp/status", {})
-        return int(status.generator.asked_again)
+        return int(getattr(status.generator, key))
 
     async with lsp_session(root, agents={"generator": generator}) as client:
         # Warm-up: the model load is not a completion's latency (the pool keeps it loaded).
@@ -93,11 +89,11 @@ async def server_phase(
             prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
             text, line, char = cursor_document(prefix, suffix)
             uri = open_document(client, root / f"cold_{i}.py", text, "python")
-            before = await times_asked_again()
+            before = await generator_count("asked_again")
             started = time.perf_counter()
             await inline_text(client, uri, line, char)
             cold.append(time.perf_counter() - started)
-            asked_again.append(await times_asked_again() > before)
+            asked_again.append(await generator_count("asked_again") > before)
             close_document(client, uri)
         for i, task in enumerate(typed_tasks):
             prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
@@ -107,11 +103,11 @@ async def server_phase(
             for ch in task["canonical_solution"].strip():  # the editor indented the line
                 type_char(client, uri, line, char, ch)
                 char += 1
-                calls = await model_calls()
+                calls = await generator_count("model_calls")
                 started = time.perf_counter()
                 await inline_text(client, uri, line, char)
                 keys.append(time.perf_counter() - started)
-                if await model_calls() > calls:
+                if await generator_count("model_calls") > calls:
                     keys_by_model.append(keys[-1])
             close_document(client, uri)
         status = await client.protocol.send_request_async("memlsp/status", {})
