@@ -325,35 +325,43 @@ class MemoryContextProvider:
     # -- finding hits within the time budget --------------------------------------------------
 
     def _hits_for(self, key: Key, path: str, prefix: str) -> list[Hit]:
-        now = self._clock()
-        with self._lock:
-            cached = self._fresh_locked(key, now)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                self.cache_hits += 1
-                return cached
-            fallback = self._last_for_path.get(path, [])
-            inflight = self._inflight
-            if inflight is not None and not inflight[1].done() and inflight[0] != key:
-                # One search at a time: the embedder is busy with another region's.
-                self.over_budget += 1
-                return fallback
-            if inflight is not None and inflight[0] == key and not inflight[1].done():
-                future = inflight[1]
-            else:
-                submitted = self._submit_locked(key, path, prefix)
-                if submitted is None:
-                    return fallback
-                future = submitted
-        try:
-            return future.result(timeout=self._budget_s)
-        except FutureTimeout:
+        started = time.monotonic()
+        while True:
             with self._lock:
-                self.over_budget += 1
-            return fallback
-        except Exception:
-            log.warning("memory context search failed", exc_info=True)
-            return fallback
+                cached = self._fresh_locked(key, self._clock())
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    self.cache_hits += 1
+                    return cached
+                inflight = self._inflight
+                if inflight is not None and not inflight[1].done():
+                    # One search at a time (the embedder is single-file): when it is another
+                    # region's (a file's opening search, the keystroke before), wait for it
+                    # within the budget, then search ours. Returning at once would give the
+                    # first request in a file just opened no memory at all.
+                    future, ours = inflight[1], inflight[0] == key
+                else:
+                    submitted = self._submit_locked(key, path, prefix)
+                    if submitted is None:
+                        return self._last_for_path.get(path, [])
+                    future, ours = submitted, True
+            left = max(0.0, self._budget_s - (time.monotonic() - started))
+            try:
+                hits = future.result(timeout=left)
+            except FutureTimeout:
+                with self._lock:
+                    self.over_budget += 1
+                    # The other region's search may have finished meanwhile: its hits for
+                    # this file are a better fallback than nothing.
+                    return self._last_for_path.get(path, [])
+            except Exception:
+                log.warning("memory context search failed", exc_info=True)
+                if ours:
+                    with self._lock:
+                        return self._last_for_path.get(path, [])
+                continue
+            if ours:
+                return hits
 
     def _fresh_locked(self, key: Key, now: float) -> list[Hit] | None:
         """The cached hits of ``key`` if still fresh (caller holds the lock)."""

@@ -413,6 +413,32 @@ def test_prefetch_starts_the_search_that_the_completion_then_finds(hybrid: Hybri
     provider.close()
 
 
+def test_a_request_during_the_files_opening_search_waits_for_it_then_searches(
+    hybrid: HybridSearch,
+) -> None:
+    # The first completion in a file just opened arrives while the opening search runs (a
+    # slow machine: each search takes 0.3 s here). It must not go without memory.
+    def slow_search(*args: Any) -> Any:
+        time.sleep(0.3)
+        return hybrid.search(*args)
+
+    provider = MemoryContextProvider(slow_search, budget_s=5.0)
+    provider.prefetch(request("app/new.py", "\n".join(CODE)))
+    cursor = request("app/new.py", prefix_with(["x = 1"] * 40, "    key = hkdf_expand"))
+    chunks = provider.context_for(cursor, 4000)
+    assert chunks and "tls/session.py" in {c.path for c in chunks}
+    assert (provider.searches, provider.over_budget) == (2, 0)
+    provider.close()
+    # Within a budget that ends during the other search: that search's hits for the file
+    # when it has finished by then, else nothing, and no wait past the budget.
+    provider = MemoryContextProvider(slow_search, budget_s=0.05)
+    provider.prefetch(request("app/other.py", "\n".join(CODE)))
+    started = time.monotonic()
+    assert provider.context_for(request("app/other.py", prefix_with(CODE, "y = ")), 4000) == []
+    assert time.monotonic() - started < 0.25 and provider.over_budget == 1
+    provider.close()
+
+
 def test_imported_names_unused_first_then_most_recently_used() -> None:
     prefix = (
         "from app.geometry import polygon_area, pairs as make_pairs\n"
