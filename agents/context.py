@@ -43,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ContextSource = Literal["open", "edit", "memory"]
+ContextSource = Literal["open", "edit", "memory", "definition"]
 
 # A chunk this similar to the code around the cursor makes the model repeat code already there.
 REPEAT_SIMILARITY = 0.5

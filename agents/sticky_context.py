@@ -98,6 +98,9 @@ class StickyContext:
             # The search's best hit changed (a name typed whose definition it found, the
             # first hits after indexing): worth one evaluation. Lower hits reordering is not.
             return "a new best memory hit"
+        shown_at = {_where(c) for c in shown.chunks}
+        if any(c.source == "definition" and _where(c) not in shown_at for c in fresh):
+            return "the definition of the name being typed"
         if any(repeats_code_at_cursor(c.text, around) for c in shown.chunks):
             return "a chunk repeats the code at the cursor"
         return None

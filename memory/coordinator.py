@@ -543,6 +543,7 @@ class WorkspaceMemory:
                 "cache_hits": provider.cache_hits,
                 "over_budget": provider.over_budget,
                 "kept": provider.kept,
+                "typed_lookups": provider.typed_lookups,
             }
         try:
             if self._role == "owner":

@@ -16,6 +16,7 @@ removal needs no per-chunk term lists.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from array import array
@@ -27,7 +28,7 @@ import numpy.typing as npt
 
 from .chunker import identifiers
 
-__all__ = ["SYMBOL_BOOST", "LexicalIndex", "terms_of"]
+__all__ = ["PREFIX_MARK", "PREFIX_MAX_MATCHES", "SYMBOL_BOOST", "LexicalIndex", "terms_of"]
 
 # Query terms beyond this many add little and cost a postings scan each.
 MAX_QUERY_TERMS = 64
@@ -37,6 +38,10 @@ _COMPACT_MIN_DEAD = 1024
 _MAX_TF = 0xFFFF
 # Extra occurrences credited to the terms of the name a chunk defines.
 SYMBOL_BOOST = 3
+# A name ending with this in ``definitions`` is the start of a name (what the user is typing).
+PREFIX_MARK = "*"
+# ... and finds nothing when more symbols than this start with it (too short to choose).
+PREFIX_MAX_MATCHES = 8
 
 
 def terms_of(symbol: str, text: str) -> tuple[Counter[str], int]:
@@ -72,6 +77,7 @@ class LexicalIndex:
         self._paths: list[str | None] = []
         self._symbols: list[str | None] = []
         self._by_symbol: dict[str, list[str]] = {}  # definition name -> chunk ids
+        self._leaves: list[tuple[str, str]] | None = None  # sorted (leaf, symbol); None: stale
         self._doc_of: dict[str, int] = {}
         self._docs_of_path: dict[str, list[int]] = {}
         self._live = 0
@@ -129,6 +135,8 @@ class LexicalIndex:
         self._paths.append(path)
         self._symbols.append(symbol)
         if symbol:
+            if symbol not in self._by_symbol:
+                self._leaves = None
             self._by_symbol.setdefault(symbol, []).append(cid)
         self._doc_len.append(min(length, 0xFFFFFFFF))
         self._alive.append(1)
@@ -158,6 +166,7 @@ class LexicalIndex:
                 same.remove(cid)
                 if not same:
                     del self._by_symbol[symbol or ""]
+                    self._leaves = None
         if path is not None:
             docs = self._docs_of_path.get(path)
             if docs is not None:
@@ -202,17 +211,45 @@ class LexicalIndex:
         self, names: Iterable[str], exclude_path: str | None = None, limit: int = 8
     ) -> list[str]:
         """Ids of the chunks defining ``names`` (their symbol is the name), in the order of
-        ``names``; chunks of ``exclude_path`` left out."""
+        ``names``; chunks of ``exclude_path`` left out. A name ending with PREFIX_MARK stands
+        for the symbols whose last part starts with it (``build_re*`` -> build_residual_network,
+        ``Graph.build_report``), shortest first, one chunk each (the one with the signature),
+        or none when more than PREFIX_MAX_MATCHES do."""
         found: list[str] = []
         with self._lock:
             for name in names:
-                for cid in self._by_symbol.get(name, ()):
+                if name.endswith(PREFIX_MARK):
+                    ids = self._starting_with(name[: -len(PREFIX_MARK)], exclude_path)
+                else:
+                    ids = self._by_symbol.get(name, [])
+                for cid in ids:
                     doc = self._doc_of.get(cid)
                     if doc is not None and self._paths[doc] != exclude_path and cid not in found:
                         found.append(cid)
                         if len(found) >= limit:
                             return found
         return found
+
+    def _starting_with(self, stem: str, exclude_path: str | None) -> list[str]:
+        """First chunks of the symbols whose leaf starts with ``stem`` (caller holds the lock)."""
+        if not stem:
+            return []
+        if self._leaves is None:
+            self._leaves = sorted((s.rsplit(".", 1)[-1], s) for s in self._by_symbol)
+        leaves = self._leaves
+        at = bisect.bisect_left(leaves, (stem, ""))
+        firsts: list[tuple[str, str]] = []  # (symbol, its first chunk outside exclude_path)
+        while at < len(leaves) and leaves[at][0].startswith(stem):
+            symbol = leaves[at][1]
+            for cid in self._by_symbol[symbol]:
+                if self._paths[self._doc_of[cid]] != exclude_path:
+                    firsts.append((symbol, cid))
+                    break
+            if len(firsts) > PREFIX_MAX_MATCHES:
+                return []
+            at += 1
+        firsts.sort(key=lambda pair: (len(pair[0].rsplit(".", 1)[-1]), pair[0]))
+        return [cid for _, cid in firsts]
 
     def search(
         self, query: str, k: int, exclude_path: str | None = None

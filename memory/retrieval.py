@@ -31,7 +31,8 @@ from memlsp.agents.context import (
 )
 
 from .chunker import identifiers
-from .lexical import LexicalIndex
+from .compact import compact_chunk
+from .lexical import PREFIX_MARK, LexicalIndex
 from .records import ChunkRecord, Hit, StoreError
 from .store import MemoryStore
 
@@ -77,6 +78,89 @@ CHUNK_SHARE = 3
 
 # Definitions of imported names put first in the hits (each takes a share of the budget).
 MAX_DEFINITIONS = 3
+# The name being typed at the cursor: its definitions (a name starting with what is typed, found
+# by symbol, no embedding) go last in the context, next to the code, once this much is typed.
+TYPED_MIN_CHARS = 3
+# ... at most this many of them (each takes a share of the budget; the rest is the search's).
+TYPED_MAX_DEFINITIONS = 2
+# Words that start statements, not names of the workspace's own (Python, JS/TS, Go, Rust...).
+_KEYWORDS = frozenset(
+    [
+        "and",
+        "as",
+        "assert",
+        "async",
+        "await",
+        "break",
+        "case",
+        "catch",
+        "class",
+        "const",
+        "continue",
+        "def",
+        "default",
+        "del",
+        "delete",
+        "do",
+        "elif",
+        "else",
+        "enum",
+        "except",
+        "export",
+        "extends",
+        "false",
+        "finally",
+        "fn",
+        "for",
+        "from",
+        "func",
+        "function",
+        "global",
+        "go",
+        "if",
+        "impl",
+        "import",
+        "in",
+        "interface",
+        "let",
+        "lambda",
+        "loop",
+        "match",
+        "mod",
+        "mut",
+        "new",
+        "nil",
+        "none",
+        "nonlocal",
+        "not",
+        "null",
+        "or",
+        "package",
+        "pass",
+        "pub",
+        "raise",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "switch",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "type",
+        "typeof",
+        "use",
+        "var",
+        "void",
+        "while",
+        "with",
+        "yield",
+    ]
+)
+_TYPED = re.compile(r"(?<![\w$])[A-Za-z_$][\w$]*$")
+_DEFINING = re.compile(r"^\s*(?:async\s+)?(?:def|class|function|func|fn|struct|enum|interface)\s")
 # Imported names looked up per search.
 MAX_IMPORTED = 16
 
@@ -131,9 +215,13 @@ class HybridSearch:
         definitions_of: Sequence[str] = (),
     ) -> list[Hit]:
         """``definitions_of``: names whose defining chunks come first (at most
-        MAX_DEFINITIONS), before the fused ranking."""
-        if k <= 0 or not query.strip():
+        MAX_DEFINITIONS), before the fused ranking; a name ending with lexical.PREFIX_MARK
+        stands for the names starting with it. An empty ``query`` gives those chunks alone,
+        without embedding anything (cheap enough for every keystroke)."""
+        if k <= 0:
             return []
+        if not query.strip():
+            return self._definitions_only(definitions_of, min(k, MAX_DEFINITIONS), exclude_path)
         n = max(self.candidates, k)
         vector_hits = self.store.search_vectors(query, n, exclude_path)
         lexical_hits = self.lexical.search(query, n, exclude_path)
@@ -155,6 +243,19 @@ class HybridSearch:
             log.debug("memory: lexical hits unreadable: %s", exc)
         hits = [Hit(records[cid], score) for cid, score in fused if cid in records]
         return hits[:k]
+
+    def _definitions_only(
+        self, names: Sequence[str], k: int, exclude_path: str | None
+    ) -> list[Hit]:
+        if not names:
+            return []
+        ids = self.lexical.definitions(names, exclude_path, k)
+        try:
+            records = self.store.records_by_id(ids)
+        except StoreError as exc:
+            log.debug("memory: definitions unreadable: %s", exc)
+            return []
+        return [Hit(records[cid], 1.0) for cid in ids if cid in records]
 
 
 # -- the context provider -----------------------------------------------------------------------
@@ -193,6 +294,24 @@ def imported_names(prefix: str) -> list[str]:
     used_at = {n: _last_use(code, n) for n in names}
     ordered = sorted(names, key=lambda n: (used_at[n] >= 0, -used_at[n]))
     return ordered[:MAX_IMPORTED]
+
+
+def typed_name(prefix: str, suffix: str) -> str:
+    """The name the user is typing: the identifier the cursor ends, when it is at least
+    TYPED_MIN_CHARS long and not (the start of) a keyword, the cursor is not inside a word,
+    and the line is neither a comment nor a definition (a new name has nothing to find);
+    else ""."""
+    if suffix and (suffix[0].isalnum() or suffix[0] in "_$"):
+        return ""
+    line = prefix[prefix.rfind("\n") + 1 :]
+    match = _TYPED.search(line)
+    word = match.group() if match else ""
+    # A keyword being typed (``ret`` of ``return``) is not a name either.
+    if len(word) < TYPED_MIN_CHARS or any(k.startswith(word) for k in _KEYWORDS):
+        return ""
+    if _DEFINING.match(line) or line.lstrip().startswith(("#", "//", "/*", "*")):
+        return ""
+    return word
 
 
 def _last_use(code: str, name: str) -> int:
@@ -294,19 +413,62 @@ class MemoryContextProvider:
         self.over_budget = 0
         self.prefetches = 0
         self.kept = 0  # context_for answers that kept the file's last chunks
+        self.typed_lookups = 0  # definitions looked up for a name being typed
+        # Per file: the start of the name being typed and the definitions shown for it.
+        self._typed: OrderedDict[str, tuple[str, list[ChunkRecord]]] = OrderedDict()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def context_for(self, request: ContextRequest, budget_chars: int) -> list[ContextChunk]:
+        """The search's chunks for the cursor's region, then the definitions of the name being
+        typed (``source`` "definition"), last, next to the code that will use them."""
         if budget_chars <= 0:
             return []
         path = self._relative(request.path)
+        share = max(1, budget_chars // CHUNK_SHARE)
+        typed = []
+        for record in self._typed_definitions(path, request):
+            text = head(compact_chunk(record.text, record.language), share)
+            if text.strip():
+                typed.append(ContextChunk(record.path, text, record.start_line, "definition"))
+        left = budget_chars - sum(len(c.text) for c in typed)
         key = region_key(path, request.prefix)
-        hits = self._hits_for(key, path, request.prefix)
+        taken = {(c.path, c.start_line) for c in typed}
+        hits = [
+            h
+            for h in self._hits_for(key, path, request.prefix)
+            if (h.record.path, h.record.start_line) not in taken
+        ]
         around = last_lines(request.prefix, AROUND_LINES)
-        fresh = self._render(hits, budget_chars, around)
-        return self._keep_or_replace(path, fresh, around, budget_chars)
+        fresh = self._render(hits, left, around, share)
+        return self._keep_or_replace(path, fresh, around, left) + typed
+
+    def _typed_definitions(self, path: str, request: ContextRequest) -> list[ChunkRecord]:
+        """Definitions of the names starting with the one being typed (none when too many
+        do). The ones shown for a word stay while what is typed still starts one of them, so
+        the prompt does not change on every key of the same word."""
+        word = typed_name(request.prefix, request.suffix)
+        if not word:
+            return []
+        with self._lock:
+            last = self._typed.get(path)
+        if (
+            last is not None
+            and word.startswith(last[0])
+            and any(_leaf(r.symbol).startswith(word) for r in last[1])
+        ):
+            return last[1]
+        try:  # no embedding: a symbol lookup (over IPC for a second window)
+            hits = self._search("", TYPED_MAX_DEFINITIONS, path, [word + PREFIX_MARK])
+        except Exception:
+            log.warning("memory definition lookup failed", exc_info=True)
+            hits = []
+        records = [h.record for h in hits]
+        with self._lock:
+            self.typed_lookups += 1
+            _remember(self._typed, path, (word, records), self._cache_entries)
+        return records
 
     def prefetch(self, request: ContextRequest) -> None:
         """Start the search for ``request``'s region unless it is cached or another search is
@@ -388,16 +550,18 @@ class MemoryContextProvider:
 
     # -- rendering ----------------------------------------------------------------------------
 
-    def _render(self, hits: list[Hit], budget_chars: int, around: str) -> list[ContextChunk]:
+    def _render(
+        self, hits: list[Hit], budget_chars: int, around: str, share: int | None = None
+    ) -> list[ContextChunk]:
         """Chunks, best first, each cut to its head when longer than its share of the budget,
         while they fit; then ordered by when each was first shown (ties: rank), so chunks kept
         from the last prompt keep their place at its start."""
         picked: list[tuple[ChunkRecord, str]] = []
         left = budget_chars
-        share = max(1, budget_chars // CHUNK_SHARE)
+        share = share or max(1, budget_chars // CHUNK_SHARE)
         for hit in hits:
             record = hit.record
-            text = head(record.text, min(share, left))
+            text = head(compact_chunk(record.text, record.language), min(share, left))
             if not text.strip():
                 continue
             if repeats_code_at_cursor(record.text, around):
@@ -445,6 +609,10 @@ class MemoryContextProvider:
             seq = self._seen_counter
             _remember(self._first_seen, key, seq, 4096)
         return seq
+
+
+def _leaf(symbol: str) -> str:
+    return symbol.rsplit(".", 1)[-1]
 
 
 def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, capacity: int) -> None:

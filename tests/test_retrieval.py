@@ -25,6 +25,7 @@ from memlsp.memory.retrieval import (
     query_text,
     region_key,
     rrf,
+    typed_name,
 )
 from memlsp.memory.store import MemoryStore
 
@@ -122,6 +123,44 @@ def test_bm25_compaction_changes_nothing_visible(monkeypatch: pytest.MonkeyPatch
         got, expected = churned.search(query, 5), reference.search(query, 5)
         assert [cid for cid, _ in got] == [cid for cid, _ in expected]
         assert [score for _, score in got] == pytest.approx([score for _, score in expected])
+
+
+def test_bm25_definitions_by_the_start_of_a_name() -> None:
+    index = LexicalIndex()
+    index.replace_path(
+        "flow/utils.py",
+        [
+            ("u1", "build_residual_network", "def build_residual_network(G, capacity): ..."),
+            ("u1b", "build_residual_network", "    # its second window\n    return R"),
+            ("u2", "build_flow_dict", "def build_flow_dict(G, R): ..."),
+        ],
+    )
+    index.replace_path("report.py", [("r1", "Report.build_report", "def build_report(self): ...")])
+    # Shortest name first, methods by their own name, one chunk (the first) per symbol.
+    assert index.definitions(["build_*"]) == ["r1", "u2", "u1"]
+    assert index.definitions(["build_re*"]) == ["r1", "u1"]
+    assert index.definitions(["build_re*"], exclude_path="report.py") == ["u1"]
+    assert index.definitions(["build_re*", "build_flow_dict"], limit=2) == ["r1", "u1"]
+    assert index.definitions(["Build*", "zzz*", "*"]) == []
+    # Too many names start so: the user has not typed enough to choose.
+    index.replace_path("h.py", [(f"h{i}", f"handler_{i}", "def handler(): ...") for i in range(9)])
+    assert index.definitions(["handler_*"]) == []
+    assert index.definitions(["handler_3*"]) == ["h3"]
+    # A removed file's names are gone from the lookup at once.
+    index.remove_path("report.py")
+    assert index.definitions(["build_re*"]) == ["u1"]
+
+
+def test_the_name_being_typed() -> None:
+    assert typed_name("    R = build_re", "\n") == "build_re"
+    assert typed_name("x = nx.dijkstra_p", "") == "dijkstra_p"
+    assert typed_name("    R = bu", "\n") == ""  # too short to choose
+    assert typed_name("    retu", "\n") == ""  # a keyword being typed
+    assert typed_name("    retry_re", "\n") == "retry_re"
+    assert typed_name("def build_re", "") == "" and typed_name("class Build", "") == ""
+    assert typed_name("    # build_re", "") == ""
+    assert typed_name("x = build_re", "sidual(G)") == ""  # inside a word
+    assert typed_name("x = (", "") == ""
 
 
 # -- on a real store -------------------------------------------------------------------------------
@@ -436,6 +475,30 @@ def test_a_request_during_the_files_opening_search_waits_for_it_then_searches(
     started = time.monotonic()
     assert provider.context_for(request("app/other.py", prefix_with(CODE, "y = ")), 4000) == []
     assert time.monotonic() - started < 0.25 and provider.over_budget == 1
+    provider.close()
+
+
+def test_the_definition_of_the_name_being_typed_goes_last_and_stays_while_typing(
+    hybrid: HybridSearch,
+) -> None:
+    provider = MemoryContextProvider(hybrid.search, budget_s=30.0)
+    path = "app/other.py"
+    lines = ["import os", "", "def main(argv):"]
+    chunks = provider.context_for(request(path, prefix_with(lines, "    conf = load_se")), 4000)
+    assert chunks[-1].source == "definition" and chunks[-1].path == "app/config.py"
+    assert chunks[-1].text.startswith("def load_settings(path):")
+    assert [c.path for c in chunks].count("app/config.py") == 1  # not twice
+    assert provider.typed_lookups == 1
+    # Typing on in the same name: the same chunks, no new lookup.
+    more = provider.context_for(request(path, prefix_with(lines, "    conf = load_sett")), 4000)
+    assert more == chunks and provider.typed_lookups == 1
+    # Another name: its definition replaces the first.
+    other = provider.context_for(request(path, prefix_with(lines, "    db = connect_d")), 4000)
+    assert other[-1].source == "definition" and other[-1].path == "app/db.py"
+    assert "app/config.py" not in {c.path for c in other if c.source == "definition"}
+    # No name being typed: no definition chunk.
+    plain = provider.context_for(request(path, prefix_with(lines, "    db = ")), 4000)
+    assert all(c.source != "definition" for c in plain)
     provider.close()
 
 

@@ -92,6 +92,20 @@ async def test_indexes_in_background_with_progress_and_uses_memory(
     assert retrieval["prefetches"] >= 1 and retrieval["searches"] >= retrieval["prefetches"]
 
 
+async def test_the_definition_of_a_name_being_typed_reaches_the_prompt(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    await _memory_folder(client, TIMEOUT * 2)
+    line = "    late = overdue_"
+    uri = open_doc(client, tmp_path / "report.py", f"def remind_all(invoices):\n{line}\n")
+    text = await inline(client, uri, 1, len(line))
+    now = await status(client)
+    # Found by the start of its name (no import names it), last in the context.
+    assert now["generator"]["last_context"][-1] == ["definition", "billing/models.py"], now
+    assert now["memory"]["folders"][0]["retrieval"]["typed_lookups"] >= 1
+    assert text is not None and text.startswith("invoices("), text
+
+
 async def test_saved_file_is_reindexed(client: LanguageClient, tmp_path: Path) -> None:
     await _memory_folder(client, TIMEOUT * 2)
     before = (await status(client))["memory"]["folders"][0]["chunks"]

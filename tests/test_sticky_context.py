@@ -85,3 +85,17 @@ def test_context_where_there_was_none_is_taken() -> None:
     assert sticky.choose("a.py", 10, [], AROUND) == []  # no other file open yet
     assert sticky.choose("a.py", 11, [UTILS], AROUND) == [UTILS]
     assert sticky.choose("a.py", 12, [], AROUND) == [UTILS]  # kept while it serves
+
+
+def test_given_up_for_the_definition_of_a_name_being_typed() -> None:
+    sticky = StickyContext(clock=Clock())
+    memory = chunk("models.py", MODELS.text, "memory")
+    sticky.choose("a.py", 10, [UTILS, memory], AROUND)
+    # Same best hit, but the user typed the start of a name whose definition was found: the
+    # one chunk that answers what is being written must reach the prompt.
+    definition = chunk("slugs.py", "def slug_of(invoice):\n    return invoice.id", "definition")
+    fresh = [UTILS, memory, definition]
+    assert sticky.choose("a.py", 11, fresh, AROUND) == fresh and sticky.kept == 0
+    # Typing on: the same definition keeps the list as it is.
+    assert sticky.choose("a.py", 11, [memory, UTILS, definition], AROUND) == fresh
+    assert sticky.kept == 1
