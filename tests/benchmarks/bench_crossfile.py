@@ -3,6 +3,7 @@
 Prints JSON. Usage:
   .venv/bin/python tests/benchmarks/bench_crossfile.py [--limit 60] [--seed 0]
       [--model qwen2.5-coder-0.5b] [--package networkx] [--scope a,b,...] [--details]
+      [--typed N]  (the cursor N characters into the name: what a user has typed already)
 
 A slice of an installed pure-Python package (networkx's graph algorithms and generators by
 default; ``--scope ''`` copies every non-test module) is copied into a temporary workspace. The
@@ -46,7 +47,7 @@ from typing import Any
 from common import close_document, first_line, inline_text, lsp_session, open_document
 from common import percentiles as latency_percentiles
 from crossfile_probe import probe
-from crossfile_tasks import Task, find_tasks, pick
+from crossfile_tasks import Task, find_tasks, pick, typed
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
@@ -58,6 +59,8 @@ DEFAULT_SCOPE = (
     "algorithms/connectivity,algorithms/minors"
 )
 INDEX_TIMEOUT_S = 3600
+# Context chunk sources that come from the workspace memory (agents.context.ContextSource).
+MEMORY_SOURCES = ("memory", "definition")
 
 
 def copy_slice(package: str, scope: list[str], dest: Path) -> dict[str, Any]:
@@ -276,7 +279,7 @@ def summarize(run: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
     pairs = list(zip(rows, tasks, strict=True))
     home_by = {
         source: share([(source, t.defined_in) in r["context"] for r, t in pairs])
-        for source in ("memory", "open", "edit")
+        for source in ("memory", "definition", "open", "edit")
     }
     return {
         "tasks": n,
@@ -287,7 +290,7 @@ def summarize(run: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
         "timed_out": sum(r["timed_out"] for r in rows),
         "latency": latency_percentiles([r["seconds"] for r in rows]),
         "context_had_memory_chunks": share(
-            [any(s == "memory" for s, _ in r["context"]) for r in rows]
+            [any(s in MEMORY_SOURCES for s, _ in r["context"]) for r in rows]
         ),
         "context_had_defining_file": share(
             [any(p == t.defined_in for _, p in r["context"]) for r, t in pairs]
@@ -328,7 +331,7 @@ def details(tasks: list[Task], on: dict[str, Any], off: dict[str, Any]) -> list[
                 "target": task.target.strip(),
                 "with_memory": first_line(a["suggestion"]),
                 "without": first_line(b["suggestion"]),
-                "memory_context": [p for s, p in a["context"] if s == "memory"],
+                "memory_context": [p for s, p in a["context"] if s in MEMORY_SOURCES],
             }
         )
     return rows
@@ -347,6 +350,12 @@ def main() -> None:
         default=2000,
         help="memory.context_budget_ms; the server's 150 ms default expires before the query "
         "embedding on a loaded machine, and the first request in a region then gets no memory",
+    )
+    parser.add_argument(
+        "--typed",
+        type=int,
+        default=0,
+        help="the cursor this many characters into the name (typed already: `nx.dij|`)",
     )
     parser.add_argument("--task-timeout", type=float, default=400.0, help="seconds per request")
     parser.add_argument("--sequential", action="store_true", help="ON, then OFF")
@@ -370,8 +379,13 @@ def main() -> None:
         root = work / "ws"
         results["codebase"] = copy_slice(args.package, scope, root)
         found = find_tasks(root, args.package)
-        tasks = pick(found, args.limit, args.seed)
-        results["tasks"] = {"candidates": len(found), "sampled": len(tasks), "seed": args.seed}
+        tasks = [typed(task, args.typed) for task in pick(found, args.limit, args.seed)]
+        results["tasks"] = {
+            "candidates": len(found),
+            "sampled": len(tasks),
+            "seed": args.seed,
+            "typed_chars": args.typed,
+        }
         if args.retrieval_only:
             results["retrieval"] = probe(root, work / "store", tasks, not args.no_imports)
             if not args.details:

@@ -26,7 +26,7 @@ import random
 import re
 import tokenize
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MIN_TARGET_CHARS = 4
@@ -196,6 +196,21 @@ def _tasks_in_file(
         home = next(iter(defined[name]))
         tasks.append(Task(rel, lineno - 1, column, name, home, prefix, suffix, target))
     return tasks
+
+
+def typed(task: Task, chars: int) -> Task:
+    """The task after the user has typed the first ``chars`` characters of the name (and the
+    alias before it: ``nx.dij|``), as one does before a suggestion for a call appears."""
+    start = task.target.find(task.name)
+    if chars <= 0 or start < 0:
+        return task
+    cut = start + min(chars, len(task.name) - 1)
+    return replace(
+        task,
+        column=task.column + cut,
+        prefix=task.prefix + task.target[:cut],
+        target=task.target[cut:],
+    )
 
 
 def pick(tasks: list[Task], n: int, seed: int, per_file: int = 3, per_name: int = 2) -> list[Task]:
