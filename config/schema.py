@@ -144,6 +144,10 @@ class GeneratorConfig:
             0, 4096, "saved KV caches of recently left files, so a switch back is fast; 0: off"
         ),
     )
+    token_healing: bool = field(
+        default=True,
+        metadata=text("the cursor inside a word: the prompt ends before it, the model retypes it"),
+    )
 
 
 @dataclass(frozen=True)
