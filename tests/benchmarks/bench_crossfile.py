@@ -18,7 +18,8 @@ ring of open files works the same in both runs.
 
 Scores per task, on the suggestion's first non-blank line, stripped, against the masked rest of
 the line, stripped: exact match; edit similarity, 1 - Levenshtein distance / the longer length
-(character level); whether the cross-file name is in it. Also the request latency and where the
+(character level); whether it writes the cross-file name right, to its end (the name is what
+memory supplies; the arguments come from the code around). Also the request latency and where the
 prompt's extra context came from (the generator's ``last_context`` in ``memlsp/status``): how
 often it held the file defining the name. ``paired`` counts tasks only one run got exactly
 right, with a two-sided sign test.
@@ -100,12 +101,23 @@ def edit_similarity(a: str, b: str) -> float:
     return 1.0 if longest == 0 else 1 - levenshtein(a, b) / longest
 
 
+def name_right(task: Task, got: str) -> bool:
+    """Whether the suggestion writes the cross-file name (what memory is there to supply)
+    right, up to its end: from the cursor, which may be inside the name (``--typed``), on to
+    the name's last character, followed by no other identifier character."""
+    line = task.prefix[task.prefix.rfind("\n") + 1 :]
+    full = line + task.target
+    end = full.find(task.name) + len(task.name)
+    need = full[len(line) : end]
+    return got.startswith(need) and not re.match(r"[\w$]", got[len(need) : len(need) + 1])
+
+
 def score(task: Task, suggestion: str) -> dict[str, Any]:
     got, want = first_line(suggestion), task.target.strip()
     return {
         "exact": got == want,
         "edit_sim": round(edit_similarity(got, want), 4),
-        "name_hit": re.search(rf"\b{re.escape(task.name)}\b", got) is not None,
+        "name_right": name_right(task, got),
         "empty": not got,
     }
 
@@ -285,7 +297,7 @@ def summarize(run: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
         "tasks": n,
         "exact_match": share([r["exact"] for r in rows]),
         "edit_similarity_mean": round(statistics.fmean(r["edit_sim"] for r in rows), 3),
-        "name_in_suggestion": share([r["name_hit"] for r in rows]),
+        "name_right": share([r["name_right"] for r in rows]),
         "empty_suggestions": sum(r["empty"] for r in rows),
         "timed_out": sum(r["timed_out"] for r in rows),
         "latency": latency_percentiles([r["seconds"] for r in rows]),
@@ -305,12 +317,17 @@ def paired(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
     pairs = list(zip(on["tasks"], off["tasks"], strict=True))
     wins = sum(a["exact"] and not b["exact"] for a, b in pairs)
     losses = sum(b["exact"] and not a["exact"] for a, b in pairs)
+    name_wins = sum(a["name_right"] and not b["name_right"] for a, b in pairs)
+    name_losses = sum(b["name_right"] and not a["name_right"] for a, b in pairs)
     sim_wins = sum(a["edit_sim"] > b["edit_sim"] for a, b in pairs)
     sim_losses = sum(a["edit_sim"] < b["edit_sim"] for a, b in pairs)
     return {
         "exact_only_with_memory": wins,
         "exact_only_without_memory": losses,
         "exact_sign_test_p": sign_test(wins, losses),
+        "name_right_only_with_memory": name_wins,
+        "name_right_only_without_memory": name_losses,
+        "name_right_sign_test_p": sign_test(name_wins, name_losses),
         "edit_sim_better_with_memory": sim_wins,
         "edit_sim_worse_with_memory": sim_losses,
         "edit_sim_sign_test_p": sign_test(sim_wins, sim_losses),
