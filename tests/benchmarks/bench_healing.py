@@ -7,7 +7,8 @@ Prints JSON. Usage:
 HumanEval-FIM single-line tasks whose missing line starts with a word longer than ``--typed``
 characters; the editor's view is that line with its first ``--typed`` characters typed (the
 cursor inside the word, as when a user pauses while typing). Two generator agents on one model
-pool, one with ``token_healing`` off, answer each task in turn. Scored on the typed characters
+pool, one with ``token_healing`` off, answer each task in turn (who goes first alternates: the
+second finds most of the first's prompt in the KV cache). Scored on the typed characters
 plus the suggestion's first line against the missing line: exact match, and whether the word
 the cursor was in came out right.
 """
@@ -79,7 +80,9 @@ def main() -> None:
             prefix += line[: args.typed]
             word = _WORD.match(line)
             assert word is not None
-            for name, agent in agents.items():
+            # Alternate who goes first: the second finds the first's prompt in the KV cache.
+            order = list(agents.items()) if n % 2 == 0 else list(agents.items())[::-1]
+            for name, agent in order:
                 request = InlineRequest(
                     doc_key=f"{name}-{language}{n}",
                     path=f"task{n}.{EXTENSIONS.get(language, 'txt')}",
