@@ -221,9 +221,13 @@ class GeneratorAgent:
         heal = b""
         vocabulary = None
         if config.token_healing and line_start:
-            vocabulary = self._vocabulary(model)
-            model_prefix, heal = split_for_healing(model_prefix, tokenize, vocabulary.piece)
+            llama = model.llama
+            model_prefix, heal = split_for_healing(
+                model_prefix, tokenize, lambda token: bytes(llama.detokenize([token]))
+            )
             line_start = model_prefix.rsplit("\n", 1)[-1]
+            # Built on the first cursor inside a word (once per model, under the model's lock).
+            vocabulary = self._vocabulary(model) if heal else None
         prompt = builder.build(
             tokenize,
             doc_key=request.doc_key,
