@@ -35,6 +35,7 @@ from .compact import compact_chunk
 from .lexical import PREFIX_MARK, LexicalIndex
 from .records import ChunkRecord, Hit, StoreError
 from .store import MemoryStore
+from .typed_name import typed_name
 
 __all__ = [
     "KEEP_MAX_S",
@@ -78,89 +79,9 @@ CHUNK_SHARE = 3
 
 # Definitions of imported names put first in the hits (each takes a share of the budget).
 MAX_DEFINITIONS = 3
-# The name being typed at the cursor: its definitions (a name starting with what is typed, found
-# by symbol, no embedding) go last in the context, next to the code, once this much is typed.
-TYPED_MIN_CHARS = 3
-# ... at most this many of them (each takes a share of the budget; the rest is the search's).
+# Definitions of the name being typed (``typed_name``) shown at most; each takes a share of
+# the budget, the rest is the search's.
 TYPED_MAX_DEFINITIONS = 2
-# Words that start statements, not names of the workspace's own (Python, JS/TS, Go, Rust...).
-_KEYWORDS = frozenset(
-    [
-        "and",
-        "as",
-        "assert",
-        "async",
-        "await",
-        "break",
-        "case",
-        "catch",
-        "class",
-        "const",
-        "continue",
-        "def",
-        "default",
-        "del",
-        "delete",
-        "do",
-        "elif",
-        "else",
-        "enum",
-        "except",
-        "export",
-        "extends",
-        "false",
-        "finally",
-        "fn",
-        "for",
-        "from",
-        "func",
-        "function",
-        "global",
-        "go",
-        "if",
-        "impl",
-        "import",
-        "in",
-        "interface",
-        "let",
-        "lambda",
-        "loop",
-        "match",
-        "mod",
-        "mut",
-        "new",
-        "nil",
-        "none",
-        "nonlocal",
-        "not",
-        "null",
-        "or",
-        "package",
-        "pass",
-        "pub",
-        "raise",
-        "return",
-        "self",
-        "static",
-        "struct",
-        "super",
-        "switch",
-        "this",
-        "throw",
-        "true",
-        "try",
-        "type",
-        "typeof",
-        "use",
-        "var",
-        "void",
-        "while",
-        "with",
-        "yield",
-    ]
-)
-_TYPED = re.compile(r"(?<![\w$])[A-Za-z_$][\w$]*$")
-_DEFINING = re.compile(r"^\s*(?:async\s+)?(?:def|class|function|func|fn|struct|enum|interface)\s")
 # Imported names looked up per search.
 MAX_IMPORTED = 16
 
@@ -294,24 +215,6 @@ def imported_names(prefix: str) -> list[str]:
     used_at = {n: _last_use(code, n) for n in names}
     ordered = sorted(names, key=lambda n: (used_at[n] >= 0, -used_at[n]))
     return ordered[:MAX_IMPORTED]
-
-
-def typed_name(prefix: str, suffix: str) -> str:
-    """The name the user is typing: the identifier the cursor ends, when it is at least
-    TYPED_MIN_CHARS long and not (the start of) a keyword, the cursor is not inside a word,
-    and the line is neither a comment nor a definition (a new name has nothing to find);
-    else ""."""
-    if suffix and (suffix[0].isalnum() or suffix[0] in "_$"):
-        return ""
-    line = prefix[prefix.rfind("\n") + 1 :]
-    match = _TYPED.search(line)
-    word = match.group() if match else ""
-    # A keyword being typed (``ret`` of ``return``) is not a name either.
-    if len(word) < TYPED_MIN_CHARS or any(k.startswith(word) for k in _KEYWORDS):
-        return ""
-    if _DEFINING.match(line) or line.lstrip().startswith(("#", "//", "/*", "*")):
-        return ""
-    return word
 
 
 def _last_use(code: str, name: str) -> int:

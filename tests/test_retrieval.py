@@ -25,9 +25,9 @@ from memlsp.memory.retrieval import (
     query_text,
     region_key,
     rrf,
-    typed_name,
 )
 from memlsp.memory.store import MemoryStore
+from memlsp.memory.typed_name import typed_name
 
 # -- reciprocal rank fusion ----------------------------------------------------------------------
 
