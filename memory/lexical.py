@@ -28,7 +28,14 @@ import numpy.typing as npt
 
 from .chunker import identifiers
 
-__all__ = ["PREFIX_MARK", "PREFIX_MAX_MATCHES", "SYMBOL_BOOST", "LexicalIndex", "terms_of"]
+__all__ = [
+    "PREFIX_MARK",
+    "PREFIX_MAX_MATCHES",
+    "SYMBOL_BOOST",
+    "LexicalIndex",
+    "symbol_leaf",
+    "terms_of",
+]
 
 # Query terms beyond this many add little and cost a postings scan each.
 MAX_QUERY_TERMS = 64
@@ -44,13 +51,18 @@ PREFIX_MARK = "*"
 PREFIX_MAX_MATCHES = 8
 
 
+def symbol_leaf(symbol: str) -> str:
+    """The last part of a chunk's symbol, the name itself (``Graph.add_edge`` -> add_edge)."""
+    return symbol.rsplit(".", 1)[-1]
+
+
 def terms_of(symbol: str, text: str) -> tuple[Counter[str], int]:
     """A chunk's term frequencies and length. The terms of the last part of its symbol
     (``Graph.add_edge`` -> add_edge, add, edge; ``<module>`` -> none) get SYMBOL_BOOST extra
     occurrences that do not count in the length: a boost, not a longer chunk."""
     words = identifiers(text)
     counts = Counter(words)
-    leaf = symbol.rsplit(".", 1)[-1]
+    leaf = symbol_leaf(symbol)
     if leaf and not leaf.startswith("<"):
         for term in identifiers(leaf):
             counts[term] += SYMBOL_BOOST
@@ -235,7 +247,7 @@ class LexicalIndex:
         if not stem:
             return []
         if self._leaves is None:
-            self._leaves = sorted((s.rsplit(".", 1)[-1], s) for s in self._by_symbol)
+            self._leaves = sorted((symbol_leaf(s), s) for s in self._by_symbol)
         leaves = self._leaves
         at = bisect.bisect_left(leaves, (stem, ""))
         firsts: list[tuple[str, str]] = []  # (symbol, its first chunk outside exclude_path)
@@ -248,7 +260,7 @@ class LexicalIndex:
             if len(firsts) > PREFIX_MAX_MATCHES:
                 return []
             at += 1
-        firsts.sort(key=lambda pair: (len(pair[0].rsplit(".", 1)[-1]), pair[0]))
+        firsts.sort(key=lambda pair: (len(symbol_leaf(pair[0])), pair[0]))
         return [cid for _, cid in firsts]
 
     def search(

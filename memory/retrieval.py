@@ -32,7 +32,7 @@ from memlsp.agents.context import (
 
 from .chunker import identifiers
 from .compact import compact_chunk
-from .lexical import PREFIX_MARK, LexicalIndex
+from .lexical import PREFIX_MARK, LexicalIndex, symbol_leaf
 from .records import ChunkRecord, Hit, StoreError
 from .store import MemoryStore
 from .typed_name import typed_name
@@ -332,7 +332,7 @@ class MemoryContextProvider:
         share = max(1, budget_chars // CHUNK_SHARE)
         typed = []
         for record in self._typed_definitions(path, request):
-            text = head(compact_chunk(record.text, record.language), share)
+            text = _shown_text(record, share)
             if text.strip():
                 typed.append(ContextChunk(record.path, text, record.start_line, "definition"))
         left = budget_chars - sum(len(c.text) for c in typed)
@@ -359,7 +359,7 @@ class MemoryContextProvider:
         if (
             last is not None
             and word.startswith(last[0])
-            and any(_leaf(r.symbol).startswith(word) for r in last[1])
+            and any(symbol_leaf(r.symbol).startswith(word) for r in last[1])
         ):
             return last[1]
         try:  # no embedding: a symbol lookup (over IPC for a second window)
@@ -454,17 +454,16 @@ class MemoryContextProvider:
     # -- rendering ----------------------------------------------------------------------------
 
     def _render(
-        self, hits: list[Hit], budget_chars: int, around: str, share: int | None = None
+        self, hits: list[Hit], budget_chars: int, around: str, share: int
     ) -> list[ContextChunk]:
-        """Chunks, best first, each cut to its head when longer than its share of the budget,
-        while they fit; then ordered by when each was first shown (ties: rank), so chunks kept
-        from the last prompt keep their place at its start."""
+        """Chunks, best first, each cut to its head when longer than ``share`` (its part of
+        the budget), while they fit; then ordered by when each was first shown (ties: rank), so
+        chunks kept from the last prompt keep their place at its start."""
         picked: list[tuple[ChunkRecord, str]] = []
         left = budget_chars
-        share = share or max(1, budget_chars // CHUNK_SHARE)
         for hit in hits:
             record = hit.record
-            text = head(compact_chunk(record.text, record.language), min(share, left))
+            text = _shown_text(record, min(share, left))
             if not text.strip():
                 continue
             if repeats_code_at_cursor(record.text, around):
@@ -514,8 +513,9 @@ class MemoryContextProvider:
         return seq
 
 
-def _leaf(symbol: str) -> str:
-    return symbol.rsplit(".", 1)[-1]
+def _shown_text(record: ChunkRecord, max_chars: int) -> str:
+    """A chunk as the prompt shows it: doc comments cut to their summary, then its head."""
+    return head(compact_chunk(record.text, record.language), max_chars)
 
 
 def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V, capacity: int) -> None:

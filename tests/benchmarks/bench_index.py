@@ -35,7 +35,7 @@ from memlsp.config import MemoryConfig, load_config
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer
-from memlsp.memory.lexical import LexicalIndex
+from memlsp.memory.lexical import LexicalIndex, symbol_leaf
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.retrieval import HybridSearch, query_text, rrf
 from memlsp.memory.store import FILE_PATH, MemoryStore, load_memos
@@ -204,7 +204,7 @@ def incremental(indexer: Indexer, embedder: Embedder, count: int) -> dict[str, A
 
 
 def leaf_name(symbol: str) -> str:
-    leaf = symbol.rsplit(".", 1)[-1]
+    leaf = symbol_leaf(symbol)
     return "" if leaf.startswith("<") else leaf
 
 
