@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import statistics
@@ -251,6 +252,7 @@ class Settings:
     min_cps: float = 10.0
     max_cps: float = 15.0
     seed: int = 0
+    server_log: str = ""  # non-empty: every server logs at debug level to this file
 
 
 class Editor:
@@ -714,6 +716,12 @@ async def measure_overhead(settings: Settings, config_home: Path) -> dict[str, A
 
 async def run(settings: Settings) -> dict[str, Any]:
     config_home = Path(tempfile.mkdtemp(prefix="memlsp-soak-cfg-"))
+    if settings.server_log:  # the user's own config: a workspace or client may not set log_file
+        user_config = config_home / "memlsp" / "config.yaml"
+        user_config.parent.mkdir(parents=True)
+        user_config.write_text(
+            f"server:\n  log_level: debug\n  log_file: {json.dumps(settings.server_log)}\n"
+        )
     started = time.monotonic()
     overhead = await measure_overhead(settings, config_home)
     timeline = {"overhead_measured_s": round(time.monotonic() - started, 1)}
@@ -835,6 +843,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--debounce", type=float, default=d.debounce_s)
     p.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--server-log", default="", help="debug log of every server, appended here")
     a = p.parse_args(argv)
     return Settings(
         duration_s=a.duration,
@@ -848,6 +857,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         debounce_s=a.debounce,
         drain_timeout_s=a.drain_timeout,
         seed=a.seed,
+        server_log=a.server_log,
     )
 
 

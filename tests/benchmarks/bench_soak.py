@@ -6,7 +6,7 @@ Usage:
   .venv/bin/python tests/benchmarks/bench_soak.py [--duration 1800] [--window 300]
       [--pair-duration 120] [--model qwen2.5-coder-0.5b] [--quality-model NAME]
       [--save-every 30] [--external-every 45] [--rss-every 5] [--debounce 0.05]
-      [--drain-timeout 300] [--seed 0]
+      [--drain-timeout 300] [--seed 0] [--server-log PATH]
 
 The driver lives in tests/soak_driver.py (tests/test_soak.py runs a 2-minute version of it); it is
 loaded by path because tests/ is not a package.
