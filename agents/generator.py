@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from memlsp.models.prefill import prefill
 from .blank_line import cut_at_line_above, from_line_above
 from .completion_cache import CompletionCache
 from .context import ContextChunk, ContextProvider, ContextRequest, code_around_cursor
+from .fences import PROSE_LANGUAGES, opens_fence
 from .fim_prompt import FimPromptBuilder, FimSpecialIds
 from .postprocess import CompletionMode, clean_completion, decide_mode
 from .sticky_context import StickyContext
@@ -72,6 +73,7 @@ class GeneratorStats:
     reused_tokens: int = 0  # prompt tokens found in the KV cache: what typing costs
     generated_tokens: int = 0
     asked_again: int = 0  # blank-line prompts cut at the line above that gave nothing
+    ended_at_fence: int = 0  # answers the model ended with a markdown fence (agents.fences)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,7 +241,7 @@ class GeneratorAgent:
             suffix_budget=config.blank_line_suffix_tokens if blank_line else config.suffix_tokens,
         )
         try:
-            raw, reused, generated = _decode(
+            decoded = _decode(
                 model,
                 self._kv(model.name),
                 request.doc_key,
@@ -253,10 +255,14 @@ class GeneratorAgent:
                 cancel,
                 heal=heal,
                 vocabulary=vocabulary,
+                fences_end=request.language_id not in PROSE_LANGUAGES,
             )
         except Cancelled:  # stopped in the prompt or between tokens: count it too
             raise self._cancelled() from None
-        return raw, (len(prompt.tokens), reused, generated)
+        if decoded.fenced:
+            with self._lock:
+                self._stats.ended_at_fence += 1
+        return decoded.text, (len(prompt.tokens), decoded.reused, decoded.generated)
 
     def forget(self, doc_key: str) -> None:
         self._sticky.forget(doc_key)
@@ -281,6 +287,7 @@ class GeneratorAgent:
                 "cache_entries": len(self.cache),
                 "context_kept": self._sticky.kept,
                 "asked_again": s.asked_again,
+                "ended_at_fence": s.ended_at_fence,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients
@@ -349,6 +356,13 @@ def _tokenizer(model: LoadedModel) -> Any:
     return tokenize
 
 
+class Decoded(NamedTuple):
+    text: str
+    reused: int  # prompt tokens found in the KV cache
+    generated: int
+    fenced: bool = False  # a markdown fence ended it (agents.fences)
+
+
 def _decode(
     model: LoadedModel,
     kv_states: KvStates,
@@ -364,11 +378,13 @@ def _decode(
     *,
     heal: bytes = b"",
     vocabulary: Vocabulary | None = None,
-) -> tuple[str, int, int]:
-    """Greedy decoding with early stops; returns (text, reused prompt tokens, generated).
+    fences_end: bool = False,
+) -> Decoded:
+    """Greedy decoding with early stops.
 
     ``heal``: bytes the output must start with (agents.token_healing), chosen among the tokens
-    that fit them; the text returned is what follows them."""
+    that fit them; the text returned is what follows them. ``fences_end``: code, where a token
+    that opens a markdown fence at a line start ends the answer (agents.fences)."""
     from memlsp.models.runtime import llama_cpp
 
     lib = llama_cpp()
@@ -392,6 +408,7 @@ def _decode(
     n_vocab = llama.n_vocab()
     out = bytearray()
     generated = 0
+    fenced = False
     pending = heal if vocabulary is not None else b""
     for _ in range(max_tokens + len(pending)):
         if cancel.is_set():
@@ -400,7 +417,7 @@ def _decode(
         if pending and vocabulary is not None:
             fitting = vocabulary.allowed(pending)
             if not len(fitting):  # no token fits (cannot happen with byte tokens): give up
-                return "", reused, generated
+                return Decoded("", reused, generated)
             token = int(fitting[int(np.argmax(logits[fitting]))])
             piece = vocabulary.piece(token)
             pending = pending[len(piece) :] if pending.startswith(piece) else b""
@@ -409,6 +426,11 @@ def _decode(
             if token in stops or lib.llama_vocab_is_eog(vocab, token):
                 break
             piece = llama.detokenize([token])
+            if fences_end:
+                line_so_far = (line_start.encode("utf-8") + out).rsplit(b"\n", 1)[-1]
+                if opens_fence(line_so_far, piece):
+                    fenced = True
+                    break
         out += piece
         generated += 1
         if not pending and should_stop(
@@ -418,7 +440,8 @@ def _decode(
         llama.eval([token])
     text = out.decode("utf-8", errors="ignore")
     healed = heal.decode("utf-8", errors="ignore")
-    return (text[len(healed) :] if text.startswith(healed) else ""), reused, generated
+    text = text[len(healed) :] if text.startswith(healed) else ""
+    return Decoded(text, reused, generated, fenced)
 
 
 def _indent(line: str) -> int:
