@@ -395,11 +395,11 @@ def _decode(
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
     reused = prefill(llama, tokens, cancel, last_for_logits=True)
     log.debug(
-        "prompt of %s: %d tokens (%d context), %d reused, %d from a saved state",
+        "prompt of %s: %d tokens (%d context), %s, %d from a saved state",
         doc_key,
         len(tokens),
         context_tokens,
-        reused or 0,
+        "cancelled in it" if reused is None else f"{reused} reused",
         restored,
     )
     if reused is None:
