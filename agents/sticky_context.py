@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .context import ContextChunk, repeats_code_at_cursor
 
@@ -27,7 +27,11 @@ __all__ = ["STICKY_LINES", "STICKY_MAX_S", "StickyContext"]
 
 log = logging.getLogger(__name__)
 
-# Kept at most this long, so edits elsewhere reach the prompt.
+# Kept at most this long, so edits elsewhere reach the prompt. Only time spent in the document
+# counts: a file switched back to after a while in other files keeps its chunks (and so the
+# saved KV state of its prompt, models.kv_states). Counting wall time made every return in the
+# 30-minute soak choose the context again and evaluate the whole prompt (600-1,100 tokens).
+# What changed elsewhere still comes in when the search's best hit changes.
 STICKY_MAX_S = 120.0
 # ... and while the cursor stays within this many lines of where the chunks were chosen: far
 # away, the code around the cursor (what the search was for) is another subject.
@@ -39,7 +43,8 @@ _MAX_DOCS = 64
 class _Shown:
     chunks: list[ContextChunk]
     line: int
-    at: float
+    at: float  # when chosen, moved on by the time spent in other documents since
+    used: float  # the document's last request
 
 
 class StickyContext:
@@ -54,6 +59,7 @@ class StickyContext:
         self._shown: OrderedDict[str, _Shown] = OrderedDict()
         self._lock = threading.Lock()
         self.kept = 0  # answers that kept a document's last chunks
+        self._last_doc: str | None = None
 
     def choose(
         self, doc_key: str, line: int, fresh: list[ContextChunk], around: str
@@ -64,16 +70,21 @@ class StickyContext:
         now = self._clock()
         with self._lock:
             shown = self._shown.get(doc_key)
+            came_back = self._last_doc != doc_key
+            self._last_doc = doc_key
         if shown is not None:
+            if came_back:  # the time in other documents does not age this one's chunks
+                shown = replace(shown, at=shown.at + (now - shown.used))
             why_not = self._why_not_kept(shown, line, fresh, around, now)
             if why_not is None:
                 with self._lock:
+                    self._shown[doc_key] = replace(shown, used=now)
                     self._shown.move_to_end(doc_key)
                     self.kept += 1
                 return shown.chunks
             log.debug("context of %s chosen again: %s", doc_key, why_not)
         with self._lock:
-            self._shown[doc_key] = _Shown(list(fresh), line, now)
+            self._shown[doc_key] = _Shown(list(fresh), line, now, now)
             self._shown.move_to_end(doc_key)
             while len(self._shown) > _MAX_DOCS:
                 self._shown.popitem(last=False)

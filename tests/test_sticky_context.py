@@ -99,3 +99,18 @@ def test_given_up_for_the_definition_of_a_name_being_typed() -> None:
     # Typing on: the same definition keeps the list as it is.
     assert sticky.choose("a.py", 11, [memory, UTILS, definition], AROUND) == fresh
     assert sticky.kept == 1
+
+
+def test_time_in_other_documents_does_not_age_the_chunks() -> None:
+    clock = Clock()
+    sticky = StickyContext(clock=clock)
+    sticky.choose("a.py", 10, [UTILS], AROUND)
+    clock.now += STICKY_MAX_S - 20  # most of the limit spent in a.py
+    assert sticky.choose("a.py", 10, [MODELS], AROUND) == [UTILS]
+    sticky.choose("b.py", 10, [MODELS], AROUND)
+    clock.now += 10 * STICKY_MAX_S  # a long while in b.py
+    sticky.choose("b.py", 10, [MODELS], AROUND)
+    # Back in a.py: its chunks are as old as the time spent with it, so its prompt is reused.
+    assert sticky.choose("a.py", 10, [MODELS], AROUND) == [UTILS]
+    clock.now += 21  # ... until that passes the limit
+    assert sticky.choose("a.py", 10, [MODELS], AROUND) == [MODELS]
