@@ -22,6 +22,7 @@ tokenizing (``redaction``); masking keeps line counts, so the prefix window's li
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ from memlsp.config.schema import FimTokens
 
 from .context import ContextChunk
 from .redaction import mask_credentials
+
+log = logging.getLogger(__name__)
 
 Tokenize = Callable[[str], list[int]]
 
@@ -141,6 +144,7 @@ class FimPromptBuilder:
             if len(ids) <= self.prefix_budget:
                 self._remember(doc_key, anchor)
                 return anchor, ids
+        moved_from = anchor
         anchor = self._choose_anchor(tokenize, lines)
         ids = tokenize("\n".join(lines[anchor:]))
         while len(ids) > self.prefix_budget and anchor < cursor_line:
@@ -148,6 +152,8 @@ class FimPromptBuilder:
             ids = tokenize("\n".join(lines[anchor:]))
         if len(ids) > self.prefix_budget:  # one giant line: keep its end
             ids = ids[-self.prefix_budget :]
+        if moved_from is not None and moved_from != anchor:  # what follows is evaluated again
+            log.debug("prefix window of %s: line %d -> %d", doc_key, moved_from, anchor)
         self._remember(doc_key, anchor)
         return anchor, ids
 
