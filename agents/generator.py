@@ -255,7 +255,9 @@ class GeneratorAgent:
                 cancel,
                 heal=heal,
                 vocabulary=vocabulary,
-                fences_end=request.language_id not in PROSE_LANGUAGES,
+                fences_after=None
+                if request.language_id in PROSE_LANGUAGES
+                else model_prefix.rsplit("\n", 1)[-1],
             )
         except Cancelled:  # stopped in the prompt or between tokens: count it too
             raise self._cancelled() from None
@@ -378,13 +380,14 @@ def _decode(
     *,
     heal: bytes = b"",
     vocabulary: Vocabulary | None = None,
-    fences_end: bool = False,
+    fences_after: str | None = None,
 ) -> Decoded:
     """Greedy decoding with early stops.
 
     ``heal``: bytes the output must start with (agents.token_healing), chosen among the tokens
-    that fit them; the text returned is what follows them. ``fences_end``: code, where a token
-    that opens a markdown fence at a line start ends the answer (agents.fences)."""
+    that fit them; the text returned is what follows them. ``fences_after``: in code, the
+    prompt's last line; a token that opens a markdown fence at a line start then ends the answer
+    (agents.fences)."""
     from memlsp.models.runtime import llama_cpp
 
     lib = llama_cpp()
@@ -426,8 +429,8 @@ def _decode(
             if token in stops or lib.llama_vocab_is_eog(vocab, token):
                 break
             piece = llama.detokenize([token])
-            if fences_end:
-                line_so_far = (line_start.encode("utf-8") + out).rsplit(b"\n", 1)[-1]
+            if fences_after is not None:
+                line_so_far = (fences_after.encode("utf-8") + out).rsplit(b"\n", 1)[-1]
                 if opens_fence(line_so_far, piece):
                     fenced = True
                     break
