@@ -646,18 +646,28 @@ def counts(stats: EditorStats) -> dict[str, Any]:
 
 
 def rss_report(
-    samples: list[tuple[float, float]], second_half_from_s: float | None
+    samples: list[tuple[float, float]],
+    second_half_from_s: float | None,
+    window_s: float | None = None,
 ) -> dict[str, Any]:
+    """``window_s``: also the largest RSS of each window (a plateau or a climb)."""
     if not samples:
         return {"samples": 0}
     tail = [s for s in samples if second_half_from_s is None or s[0] >= second_half_from_s]
-    return {
+    report = {
         "samples": len(samples),
         "first_mb": round(samples[0][1], 1),
         "max_mb": round(max(r for _, r in samples), 1),
         "last_mb": round(samples[-1][1], 1),
         "slope_mb_per_min_second_half": slope_mb_per_min(tail),
     }
+    if window_s:
+        largest: dict[int, float] = {}
+        for at, rss in samples:
+            window = int(at // window_s)
+            largest[window] = max(largest.get(window, 0.0), rss)
+        report["max_mb_by_window"] = [round(largest[w], 1) for w in sorted(largest)]
+    return report
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -782,7 +792,7 @@ async def run(settings: Settings) -> dict[str, Any]:
             "inline_windows": windows(solo_stats, settings.window_s),
             "inline_all": percentiles([s for _, s in solo_stats.latencies]),
             "counts": counts(solo_stats),
-            "rss": rss_report(solo_rss, solo_end / 2),
+            "rss": rss_report(solo_rss, solo_end / 2, settings.window_s),
         },
         "pair": {
             "seconds": round(settings.pair_duration_s, 1),
