@@ -8,16 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fim_pool import FIM, fim_pool
 from soak_driver import SNIPPETS, WORKSPACE
 
 from memlsp.agents.context import ContextChunk, ContextRequest
 from memlsp.agents.fences import opens_fence
 from memlsp.agents.generator import GeneratorAgent, InlineRequest
-from memlsp.config import Config, PoolConfig, load_config
+from memlsp.config import load_config
 from memlsp.models import ModelPool
-from memlsp.models.assembly import assemble
-
-FIM = "qwen2.5-coder-0.5b"
 
 
 @pytest.mark.parametrize(
@@ -58,9 +56,7 @@ class OtherFiles:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ModelPool]:
-    config = Config() if Config().models else load_config(None, user_file=Path("/no.yaml")).config
-    assemble(config.models[FIM])
-    pool = ModelPool(config.models, PoolConfig())
+    pool = fim_pool()
     yield pool
     pool.close()
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from fim_pool import FIM, fim_pool
 
 from memlsp.agents.generator import GeneratorAgent, InlineRequest
 from memlsp.agents.token_healing import MAX_HEAL_CHARS, Vocabulary, split_for_healing
-from memlsp.config import Config, PoolConfig, load_config
+from memlsp.config import Config
 from memlsp.models import ModelPool
-from memlsp.models.assembly import assemble
-
-FIM = "qwen2.5-coder-0.5b"
 
 
 def test_tokens_that_finish_or_take_part_of_what_is_pending() -> None:
@@ -28,9 +25,7 @@ def test_tokens_that_finish_or_take_part_of_what_is_pending() -> None:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ModelPool]:
-    config = Config() if Config().models else load_config(None, user_file=Path("/no.yaml")).config
-    assemble(config.models[FIM])
-    pool = ModelPool(config.models, PoolConfig())
+    pool = fim_pool()
     yield pool
     pool.close()
 
