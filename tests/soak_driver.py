@@ -654,7 +654,7 @@ def rss_report(
     if not samples:
         return {"samples": 0}
     tail = [s for s in samples if second_half_from_s is None or s[0] >= second_half_from_s]
-    report = {
+    report: dict[str, Any] = {
         "samples": len(samples),
         "first_mb": round(samples[0][1], 1),
         "max_mb": round(max(r for _, r in samples), 1),
