@@ -4,7 +4,7 @@
 setting plus the issues found, for the caller to show (log, ``window/showMessage``, CLI).
 """
 
-from .loader import (
+from memlsp.config.loader import (
     CATALOGUE_PATH,
     INIT_OPTIONS_SOURCE,
     WORKSPACE_FILE_NAME,
@@ -14,7 +14,7 @@ from .loader import (
     load_config,
     user_config_path,
 )
-from .schema import (
+from memlsp.config.schema import (
     AgentsConfig,
     Config,
     FimTokens,

@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from .refactor_schema import RefactorAction
-from .schema import AgentsConfig, Config, MemoryConfig, ModelSpec, SecurityConfig, ServerConfig
+from memlsp.config.refactor_schema import RefactorAction
+from memlsp.config.schema import (
+    AgentsConfig,
+    Config,
+    MemoryConfig,
+    ModelSpec,
+    SecurityConfig,
+    ServerConfig,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

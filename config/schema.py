@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .refactor_schema import RefactorConfig
+from memlsp.config.refactor_schema import RefactorConfig
 
 ModelRole = Literal["fim", "instruct", "embed"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -172,7 +172,7 @@ class QualityConfig:
     context_chars: int = field(default=1200, metadata=number(0, 20000, "their total size"))
 
 
-# Output parsers the tool executor knows (memlsp.agents.tool_parsers.PARSERS has the same keys).
+# Output parsers the tool executor knows (memlsp.agents.review.tool_parsers.PARSERS: the same keys).
 TOOL_PARSERS = ("ruff-json", "py-compile", "lines")
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import PurePosixPath
 
-from tree_sitter import Language, Node, Parser
+from tree_sitter import Node
 
+from memlsp.base.languages import CPP_IN_HEADER, SYNTAX_LANGUAGES, language_for, parser_for
 from memlsp.memory.records import ChunkRecord
 
 __all__ = [
@@ -52,131 +50,6 @@ _MAX_SIGNATURE_LINES = 4
 # With these, a header and one line always fit in MAX_CHARS.
 _MAX_HEADER_LINE_CHARS = 240
 _MAX_LINE_CHARS = MAX_CHARS // 2
-
-SYNTAX_LANGUAGES = frozenset(
-    {"python", "javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"}
-)
-
-_EXTENSIONS: dict[str, str] = {
-    **dict.fromkeys((".py", ".pyi", ".pyw"), "python"),
-    **dict.fromkeys((".js", ".mjs", ".cjs", ".jsx"), "javascript"),
-    **dict.fromkeys((".ts", ".mts", ".cts"), "typescript"),
-    ".tsx": "tsx",
-    ".go": "go",
-    ".rs": "rust",
-    ".java": "java",
-    **dict.fromkeys((".c", ".h"), "c"),
-    **dict.fromkeys(
-        (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx", ".h++", ".ipp", ".inl", ".tpp"),
-        "cpp",
-    ),
-    # Languages without a grammar here: line windows, but the label helps filtering.
-    **dict.fromkeys((".md", ".markdown", ".mdx"), "markdown"),
-    **dict.fromkeys((".rst", ".txt", ".adoc"), "text"),
-    **dict.fromkeys((".yaml", ".yml"), "yaml"),
-    **dict.fromkeys((".json", ".jsonc", ".json5"), "json"),
-    ".toml": "toml",
-    **dict.fromkeys((".ini", ".cfg", ".conf"), "ini"),
-    **dict.fromkeys((".sh", ".bash", ".zsh"), "shell"),
-    **dict.fromkeys((".html", ".htm"), "html"),
-    **dict.fromkeys((".css", ".scss", ".sass", ".less"), "css"),
-    ".xml": "xml",
-    ".sql": "sql",
-    ".proto": "protobuf",
-    **dict.fromkeys((".graphql", ".gql"), "graphql"),
-    ".rb": "ruby",
-    ".php": "php",
-    **dict.fromkeys((".kt", ".kts"), "kotlin"),
-    ".swift": "swift",
-    ".cs": "csharp",
-    ".lua": "lua",
-    ".scala": "scala",
-    ".cmake": "cmake",
-    ".vue": "vue",
-    ".svelte": "svelte",
-}
-_FILENAMES: dict[str, str] = {
-    "dockerfile": "dockerfile",
-    "containerfile": "dockerfile",
-    "makefile": "makefile",
-    "gnumakefile": "makefile",
-    "cmakelists.txt": "cmake",
-}
-# A .h file is C unless it plainly holds C++ (a C++ grammar would then see its classes).
-_CPP_IN_HEADER = re.compile(
-    r"^\s*(?:class\s+\w+[^;]*$|namespace\b|template\s*<|(?:public|private|protected)\s*:)",
-    re.MULTILINE,
-)
-
-
-def language_for(path: str) -> str | None:
-    """The language of a workspace file, from its name; None when unknown."""
-    name = PurePosixPath(path.replace("\\", "/")).name.lower()
-    if name in _FILENAMES:
-        return _FILENAMES[name]
-    if name.startswith("dockerfile."):
-        return "dockerfile"
-    return _EXTENSIONS.get(PurePosixPath(name).suffix)
-
-
-# --- grammars -------------------------------------------------------------------------------
-
-
-@cache
-def _language(name: str) -> Language:
-    # Imported here so that a file of one language never loads the other grammars.
-    match name:
-        case "python":
-            import tree_sitter_python
-
-            return Language(tree_sitter_python.language())
-        case "javascript":
-            import tree_sitter_javascript
-
-            return Language(tree_sitter_javascript.language())
-        case "typescript":
-            import tree_sitter_typescript
-
-            return Language(tree_sitter_typescript.language_typescript())
-        case "tsx":
-            import tree_sitter_typescript
-
-            return Language(tree_sitter_typescript.language_tsx())
-        case "go":
-            import tree_sitter_go
-
-            return Language(tree_sitter_go.language())
-        case "rust":
-            import tree_sitter_rust
-
-            return Language(tree_sitter_rust.language())
-        case "java":
-            import tree_sitter_java
-
-            return Language(tree_sitter_java.language())
-        case "c":
-            import tree_sitter_c
-
-            return Language(tree_sitter_c.language())
-        case "cpp":
-            import tree_sitter_cpp
-
-            return Language(tree_sitter_cpp.language())
-    raise ValueError(f"no grammar for {name!r}")
-
-
-# A Parser is not safe to share between threads; the indexer may chunk on several.
-_local = threading.local()
-
-
-def _parser(name: str) -> Parser:
-    parsers: dict[str, Parser] | None = getattr(_local, "parsers", None)
-    if parsers is None:
-        parsers = _local.parsers = {}
-    parser = parsers.get(name)
-    if parser is None:
-        parser = parsers[name] = Parser(_language(name))
-    return parser
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,12 +528,12 @@ def chunk_file(path: str, text: str, language: str | None = None) -> list[ChunkR
     defaults to `language_for(path)`. Never raises on bad syntax."""
     language = language or language_for(path)
     lines = text.split("\n")
-    if language == "c" and path.lower().endswith(".h") and _CPP_IN_HEADER.search(text):
+    if language == "c" and path.lower().endswith(".h") and CPP_IN_HEADER.search(text):
         language = "cpp"
     if language not in SYNTAX_LANGUAGES:
         return _line_windows(path, language or "text", lines)
     try:
-        tree = _parser(language).parse(text.encode("utf-8", "replace"))
+        tree = parser_for(language).parse(text.encode("utf-8", "replace"))
         chunker = _FileChunker(path, language, lines, _SYNTAX[language])
         defs = chunker.collect(tree.root_node.named_children, "", in_container=False)
         return _unique(chunker.emit(defs))

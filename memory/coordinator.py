@@ -38,16 +38,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memlsp.config.schema import MemoryConfig
+from memlsp.memory.embedder import Embedder
+from memlsp.memory.filters import FileFilter
+from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path
+from memlsp.memory.lexical import LexicalIndex
+from memlsp.memory.manifest import Manifest
+from memlsp.memory.records import ChunkRecord, Hit, StoreError, StoreLockedError
+from memlsp.memory.retrieval import HybridSearch, MemoryContextProvider
+from memlsp.memory.store import MemoryStore, default_store_path, load_memos, workspace_key
 from memlsp.models.pool import ModelPool
-
-from .embedder import Embedder
-from .filters import FileFilter
-from .indexer import Indexer, IndexProgress, manifest_path
-from .lexical import LexicalIndex
-from .manifest import Manifest
-from .records import ChunkRecord, Hit, StoreError, StoreLockedError
-from .retrieval import HybridSearch, MemoryContextProvider
-from .store import MemoryStore, default_store_path, load_memos, workspace_key
 
 __all__ = ["Role", "WorkspaceMemory"]
 

@@ -52,8 +52,13 @@ from memos.vec_dbs.item import VecDBItem
 from memos.vec_dbs.qdrant import QdrantVecDB
 from pydantic import Field
 
-from .embedder import Embedder
-from .records import StoreBusyError, StoreError, StoreLockedError, StoreUnavailableError
+from memlsp.memory.embedder import Embedder
+from memlsp.memory.records import (
+    StoreBusyError,
+    StoreError,
+    StoreLockedError,
+    StoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 

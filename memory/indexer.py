@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memlsp.config.schema import MemoryConfig
-
-from .chunker import chunk_file
-from .filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
-from .lexical import LexicalIndex
-from .manifest import FileEntry, Manifest
-from .records import ChunkRecord, StoreError, StoreUnavailableError
-from .store import MemoryStore
+from memlsp.memory.chunker import chunk_file
+from memlsp.memory.filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
+from memlsp.memory.lexical import LexicalIndex
+from memlsp.memory.manifest import FileEntry, Manifest
+from memlsp.memory.records import ChunkRecord, StoreError, StoreUnavailableError
+from memlsp.memory.store import MemoryStore
 
 __all__ = [
     "OVER_LIMIT",

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from .chunker import identifiers
+from memlsp.memory.chunker import identifiers
 
 __all__ = [
     "PREFIX_MARK",

@@ -23,19 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
-from memlsp.agents.context import (
-    ContextChunk,
-    ContextRequest,
-    last_lines,
-    repeats_code_at_cursor,
-)
-
-from .chunker import identifiers
-from .compact import compact_chunk
-from .lexical import PREFIX_MARK, LexicalIndex, symbol_leaf
-from .records import ChunkRecord, Hit, StoreError
-from .store import MemoryStore
-from .typed_name import typed_name
+from memlsp.base.context import ContextChunk, ContextRequest, last_lines, repeats_code_at_cursor
+from memlsp.memory.chunker import identifiers
+from memlsp.memory.compact import compact_chunk
+from memlsp.memory.lexical import PREFIX_MARK, LexicalIndex, symbol_leaf
+from memlsp.memory.records import ChunkRecord, Hit, StoreError
+from memlsp.memory.store import MemoryStore
+from memlsp.memory.typed_name import typed_name
 
 __all__ = [
     "KEEP_MAX_S",

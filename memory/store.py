@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from memlsp.config.paths import cache_root
 from memlsp.config.schema import MemoryConfig
-
-from .embedder import Embedder
-from .records import (
+from memlsp.memory.embedder import Embedder
+from memlsp.memory.records import (
     ChunkRecord,
     Hit,
     StoreBusyError,

@@ -1,6 +1,6 @@
 """The GGUF model pool: lazy loading, one shared instance per model, LRU eviction."""
 
-from .errors import (
+from memlsp.models.errors import (
     ModelBudgetError,
     ModelCorruptError,
     ModelError,
@@ -8,7 +8,7 @@ from .errors import (
     PoolClosedError,
     UnknownModelError,
 )
-from .pool import LoadedModel, ModelPool
+from memlsp.models.pool import LoadedModel, ModelPool
 
 __all__ = [
     "LoadedModel",

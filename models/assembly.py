@@ -24,9 +24,8 @@ from typing import Any
 
 from memlsp.config.paths import model_cache_dir
 from memlsp.config.schema import ModelSpec
-
-from .errors import ModelCorruptError, ModelMissingError
-from .gguf_meta import GGUFFormatError, read_gguf_info
+from memlsp.models.errors import ModelCorruptError, ModelMissingError
+from memlsp.models.gguf_meta import GGUFFormatError, read_gguf_info
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ class KvStates:
         # holds someone else's prompt, not worth a slot.
         if _common(held, owner) < min(n_tokens, len(owner)) // 2:
             return
-        from .runtime import llama_cpp
+        from memlsp.models.runtime import llama_cpp
 
         lib = llama_cpp()
         size = int(lib.llama_state_seq_get_size(llama.ctx, 0))
@@ -151,7 +151,7 @@ class KvStates:
                 self._bytes -= len(dropped.data)
 
     def _restore(self, llama: Any, key: str, *, gain: int) -> bool:
-        from .runtime import llama_cpp
+        from memlsp.models.runtime import llama_cpp
 
         lib = llama_cpp()
         saved = self._saved[key]

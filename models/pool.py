@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from memlsp.config.schema import Config, ModelSpec, PoolConfig
-
-from . import assembly, runtime
-from .errors import (
+from memlsp.models import assembly, runtime
+from memlsp.models.errors import (
     ModelBudgetError,
     ModelCorruptError,
     ModelError,
     PoolClosedError,
     UnknownModelError,
 )
-from .gguf_meta import GGUFFormatError, read_gguf_info
-from .priority import Priority
+from memlsp.models.gguf_meta import GGUFFormatError, read_gguf_info
+from memlsp.models.priority import Priority
 
 log = logging.getLogger(__name__)
 

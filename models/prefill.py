@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .kv_states import common_prefix
-from .priority import BackgroundPacer
+from memlsp.models.kv_states import common_prefix
+from memlsp.models.priority import BackgroundPacer
 
 __all__ = ["PREFILL_BATCH", "prefill"]
 

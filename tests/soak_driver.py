@@ -119,8 +119,8 @@ WORKSPACE = {
 
         from collections import defaultdict
 
-        from .models import Invoice
-        from .tax import round_cents, vat_rate
+        from memlsp. import Invoice
+        from memlsp. import round_cents, vat_rate
         '''
     ),
     "billing/storage.py": textwrap.dedent(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memlsp.agents.blank_line import cut_at_line_above, from_line_above
+from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_above
 
 
 def test_the_prompt_is_cut_at_the_line_above_a_blank_cursor_line() -> None:

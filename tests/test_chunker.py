@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from memlsp.base.languages import language_for
 from memlsp.memory import chunker
 from memlsp.memory.chunker import (
     MAX_CHARS,
@@ -15,7 +16,6 @@ from memlsp.memory.chunker import (
     TEXT_SYMBOL,
     chunk_file,
     identifiers,
-    language_for,
 )
 from memlsp.memory.records import ChunkRecord, hash_text
 
@@ -624,7 +624,7 @@ def test_parser_failure_falls_back_to_line_windows(monkeypatch: pytest.MonkeyPat
     def broken(name: str) -> object:
         raise RuntimeError("grammar failed to load")
 
-    monkeypatch.setattr(chunker, "_parser", broken)
+    monkeypatch.setattr(chunker, "parser_for", broken)
     chunks = chunk_file("a.py", "def f():\n    return 1\n")
     assert summary(chunks) == [(TEXT_SYMBOL, 0, 1)]
     assert chunks[0].language == "python"

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from memlsp.agents.completion_cache import (
+from memlsp.agents.completion.completion_cache import (
     PREFIX_TAIL_CHARS,
     SUFFIX_HEAD_CHARS,
     TYPED_LOOKBACK_CHARS,

@@ -6,14 +6,8 @@ import threading
 
 import pytest
 
-from memlsp.agents.context import (
-    CompositeContextProvider,
-    ContextChunk,
-    ContextProvider,
-    ContextRequest,
-    RecentContextRing,
-    line_similarity,
-)
+from memlsp.agents.completion.context import CompositeContextProvider, RecentContextRing
+from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest, line_similarity
 
 
 def numbered(tag: str, n: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from embedding_pool import embedding_pool
 
-from memlsp.agents.context import ContextRequest
+from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
 from memlsp.memory.coordinator import MAX_REQUEST_BYTES, WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress

@@ -140,7 +140,7 @@ def test_honours_user_config_and_leaves_the_sample_alone(
     assert summary["sample"] is True
     assert "qwen2.5-coder-1.5b" not in summary["models"]["pool"]  # the user chose the 0.5B
     assert not Path(summary["workspace"]).exists()  # the temporary copy is gone
-    bundled = resources.files("memlsp.server").joinpath("demo_workspace")
+    bundled = resources.files("memlsp.server.demo").joinpath("workspace")
     with resources.as_file(bundled) as folder:
         names = sorted(p.name for p in Path(folder).iterdir() if p.name != "__pycache__")
     assert names == ["legacy_report.py", "orders.py", "pricing.py", "ruff.toml"]

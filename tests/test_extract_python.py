@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from memlsp.agents.extract_python import ExtractionPlan, plan_extraction, valid_name
-from memlsp.agents.refactor_actions import Outline
-from memlsp.agents.text_edits import LineSpan
+from memlsp.agents.refactor.actions import Outline
+from memlsp.agents.refactor.extract_python import ExtractionPlan, plan_extraction, valid_name
+from memlsp.agents.refactor.text_edits import LineSpan
 
 
 def plan(source: str, first: str, last: str) -> ExtractionPlan | str:

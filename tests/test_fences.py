@@ -11,9 +11,9 @@ import pytest
 from fim_pool import FIM, fim_pool
 from soak_driver import SNIPPETS, WORKSPACE
 
-from memlsp.agents.context import ContextChunk, ContextRequest
-from memlsp.agents.fences import opens_fence
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.fences import opens_fence
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
+from memlsp.base.context import ContextChunk, ContextRequest
 from memlsp.config import load_config
 from memlsp.models import ModelPool
 

@@ -3,7 +3,7 @@ the real tokenizer runs in the server tests)."""
 
 from __future__ import annotations
 
-from memlsp.agents.fim_prompt import FimPromptBuilder, FimSpecialIds
+from memlsp.agents.completion.fim_prompt import FimPromptBuilder, FimSpecialIds
 
 IDS = FimSpecialIds(
     prefix=-1, suffix=-2, middle=-3, repo_name=-4, file_sep=-5, stops=frozenset({-1, -2, -3})

@@ -19,12 +19,7 @@ import pytest
 
 from memlsp.config import Config, MemoryConfig, ModelSpec, load_config
 from memlsp.memory.embedder import Embedder
-from memlsp.memory.records import (
-    ChunkRecord,
-    StoreLockedError,
-    StoreUnavailableError,
-    chunk_id,
-)
+from memlsp.memory.records import ChunkRecord, StoreLockedError, StoreUnavailableError, chunk_id
 from memlsp.memory.store import MemoryStore, load_memos
 from memlsp.models import ModelPool
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memlsp.agents.postprocess import (
+from memlsp.agents.completion.postprocess import (
     FIM_SPECIAL_TOKENS,
     CompletionMode,
     clean_completion,

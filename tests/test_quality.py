@@ -23,11 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from memlsp.agents.anchoring import Anchor, anchor_snippet, fit_replacement
-from memlsp.agents.quality import QualityAgent
-from memlsp.agents.quick_fix import apply_edits, parses, plausible_python_fix, quick_fix_edit
-from memlsp.agents.review_chat import ChatMessage, render_tokens
-from memlsp.agents.review_merge import (
+from memlsp.agents.chat import ChatMessage, render_tokens
+from memlsp.agents.review.anchoring import Anchor, anchor_snippet, fit_replacement
+from memlsp.agents.review.merge import (
     cap_severity,
     carry_over,
     fits_its_line,
@@ -35,23 +33,20 @@ from memlsp.agents.review_merge import (
     repeats_tool,
     tool_category,
 )
-from memlsp.agents.review_prompt import ToolNote, numbered, strip_lint_mark
-from memlsp.agents.review_schema import (
-    CODES,
-    close_if_repeating,
-    parse_model_output,
-    review_schema,
-)
-from memlsp.agents.review_scope import model_reviews, plan_scope, snapshot
-from memlsp.agents.review_types import (
+from memlsp.agents.review.prompt import ToolNote, numbered, strip_lint_mark
+from memlsp.agents.review.quality import QualityAgent
+from memlsp.agents.review.quick_fix import apply_edits, parses, plausible_python_fix, quick_fix_edit
+from memlsp.agents.review.schema import CODES, close_if_repeating, parse_model_output, review_schema
+from memlsp.agents.review.scope import model_reviews, plan_scope, snapshot
+from memlsp.agents.review.tools import ToolExecutor
+from memlsp.agents.review.types import (
     ReviewCancelled,
     ReviewFinding,
     ReviewRequest,
     ReviewResult,
-    TextEditSpec,
     is_stale,
 )
-from memlsp.agents.tools import ToolExecutor
+from memlsp.base.edits import TextEdit
 from memlsp.config import Config, ModelSpec, load_config
 from memlsp.config.schema import QualityConfig
 from memlsp.models import ModelPool
@@ -234,7 +229,7 @@ def llm_finding(line: int, column: int, end_column: int, replacement: str | None
 def test_quick_fix_is_minimal_and_the_result_parses() -> None:
     finding = llm_finding(1, 4, 17, "if x is None:")
     edit = quick_fix_edit(PY, finding, language_id="python")
-    assert edit == TextEditSpec(1, 9, 1, 11, "is")  # only "==" changes
+    assert edit == TextEdit(1, 9, 1, 11, "is")  # only "==" changes
     fixed = apply_edits(PY, [edit])
     assert fixed == PY.replace("x == None", "x is None")
     ast.parse(fixed)
@@ -272,7 +267,7 @@ def test_a_model_fix_that_invents_names_or_drops_a_definition_is_not_offered() -
 def test_quick_fix_checks_other_languages_with_tree_sitter() -> None:
     js = "function f(x) {\n  if (x == null) { return 1; }\n  return 2;\n}\n"
     good = llm_finding(1, 6, 15, "x === null")
-    assert quick_fix_edit(js, good, language_id="javascript") == TextEditSpec(1, 10, 1, 10, "=")
+    assert quick_fix_edit(js, good, language_id="javascript") == TextEdit(1, 10, 1, 10, "=")
     bad = llm_finding(1, 6, 15, "x === null) {")
     assert quick_fix_edit(js, bad, language_id="javascript") is None
     assert parses("fn main() { let x = 1; }", "rust") is True
@@ -293,7 +288,7 @@ def test_tool_fix_edits_merge_into_one_edit() -> None:
         "unused",
         "ruff",
         "tool",
-        fix=(TextEditSpec(2, 0, 3, 0, ""),),
+        fix=(TextEdit(2, 0, 3, 0, ""),),
         fix_title="Remove unused import",
     )
     edit = quick_fix_edit(text, finding, language_id="python")

@@ -17,15 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memlsp.agents.extract_check import defined_functions, extraction_problem
-from memlsp.agents.refactor import (
-    RefactorAgent,
-    RefactorCancelled,
-    ResolveRequest,
-    ResolveResult,
-    build_messages,
-)
-from memlsp.agents.refactor_actions import (
+from memlsp.agents.refactor.actions import (
     ActionOffer,
     DiagnosticInfo,
     Outline,
@@ -33,9 +25,16 @@ from memlsp.agents.refactor_actions import (
     offers,
     target_for,
 )
-from memlsp.agents.text_edits import (
+from memlsp.agents.refactor.agent import (
+    RefactorAgent,
+    RefactorCancelled,
+    ResolveRequest,
+    ResolveResult,
+    build_messages,
+)
+from memlsp.agents.refactor.extract_check import defined_functions, extraction_problem
+from memlsp.agents.refactor.text_edits import (
     LineSpan,
-    TextEdit,
     TextRange,
     apply_edits,
     build_comment_edits,
@@ -44,6 +43,7 @@ from memlsp.agents.text_edits import (
     edits_within,
     extract_code,
 )
+from memlsp.base.edits import TextEdit
 from memlsp.config import Config, load_config
 from memlsp.config.refactor_schema import (
     ACTION_KINDS,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from embedding_pool import embedding_pool
 
-from memlsp.agents.context import ContextRequest
+from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
 from memlsp.memory import lexical as lexical_module
 from memlsp.memory.embedder import Embedder

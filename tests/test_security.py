@@ -34,26 +34,26 @@ from lsp_helpers import TIMEOUT, capabilities, free_port, inline_params, open_do
 from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from memlsp.agents.context import RecentContextRing
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
-from memlsp.agents.quality import QualityAgent
-from memlsp.agents.quick_fix import quick_fix_edit
+from memlsp.agents.completion.context import RecentContextRing
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
 from memlsp.agents.redaction import MASK, mask_credentials, restore_credentials
-from memlsp.agents.review_types import ReviewFinding, ReviewRequest
-from memlsp.agents.text_edits import (
+from memlsp.agents.refactor.text_edits import (
     LineSpan,
     apply_edits,
     build_comment_edits,
     build_edits,
     edits_within,
 )
+from memlsp.agents.review.quality import QualityAgent
+from memlsp.agents.review.quick_fix import quick_fix_edit
+from memlsp.agents.review.types import ReviewFinding, ReviewRequest
 from memlsp.config import Config, MemoryConfig, load_config
 from memlsp.config.schema import GeneratorConfig, QualityConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
-from memlsp.server.control import query_all
-from memlsp.server.session import Session
+from memlsp.server.cli.control import query_all
+from memlsp.server.lsp.session import Session
 
 FAST = "qwen2.5-coder-0.5b"
 
@@ -183,7 +183,7 @@ AUDITED_SERVER = textwrap.dedent(
             time.sleep(0.3)
 
     threading.Thread(target=_snapshot_env, daemon=True).start()
-    from memlsp.server.cli import main
+    from memlsp.server.cli.commands import main
     sys.exit(main(["serve", *sys.argv[1:]]))
     """
 )

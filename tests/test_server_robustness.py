@@ -29,7 +29,7 @@ from pytest_lsp import LanguageClient
 NOISY_SERVER = textwrap.dedent(
     """
     import os, sys, threading, time
-    from memlsp.server.cli import main
+    from memlsp.server.cli.commands import main
 
     original = sys.stdout
 

@@ -127,7 +127,7 @@ async def test_metrics_endpoint(client: LanguageClient, tmp_path: Path) -> None:
 
 
 def test_metrics_bind_to_loopback_by_default() -> None:
-    from memlsp.server.cli import build_parser
+    from memlsp.server.cli.commands import build_parser
 
     args = build_parser().parse_args(["serve", "--metrics-port", "9100"])
     assert args.metrics_host == "127.0.0.1"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memlsp.agents.context import ContextChunk
-from memlsp.agents.sticky_context import STICKY_LINES, STICKY_MAX_S, StickyContext
+from memlsp.agents.completion.sticky_context import STICKY_LINES, STICKY_MAX_S, StickyContext
+from memlsp.base.context import ContextChunk
 
 
 class Clock:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from fim_pool import FIM, fim_pool
 
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
-from memlsp.agents.token_healing import MAX_HEAL_CHARS, Vocabulary, split_for_healing
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.token_healing import MAX_HEAL_CHARS, Vocabulary, split_for_healing
 from memlsp.config import Config
 from memlsp.models import ModelPool
 

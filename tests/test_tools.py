@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from memlsp.agents.tool_parsers import (
+from memlsp.agents.review.tool_parsers import (
     PARSERS,
     Parsed,
-    TextEdit,
     ToolOutput,
     parse_lines,
     parse_output,
     parse_ruff_json,
 )
-from memlsp.agents.tools import ToolExecutor, ToolResult, check_file
+from memlsp.agents.review.tools import ToolExecutor, ToolResult, check_file
+from memlsp.base.edits import TextEdit
 from memlsp.config import Config, load_config
 from memlsp.config.schema import TOOL_PARSERS, ToolsConfig, ToolSpec, default_tools
 
@@ -315,13 +315,13 @@ def test_missing_binary_is_logged_once(root: Path, caplog: pytest.LogCaptureFixt
         "abs-ghost": ToolSpec(argv=("/nonexistent/bin/tool", "{file}")),
     }
     file = write(root / "a.py", "")
-    with caplog.at_level(logging.WARNING, logger="memlsp.agents.tools"):
+    with caplog.at_level(logging.WARNING, logger="memlsp.agents.review.tools"):
         with ToolExecutor(tools, root) as executor:
             results = [executor.run("ghost", file, "python") for _ in range(3)]
             results += executor.run_all(file, "python") + executor.run_all(file, "python")
     assert {r.status for r in results} == {"missing"}
     assert results[0].message == "memlsp-no-such-tool-xyz is not installed"
-    records = [r.getMessage() for r in caplog.records if r.name == "memlsp.agents.tools"]
+    records = [r.getMessage() for r in caplog.records if r.name == "memlsp.agents.review.tools"]
     assert records == [
         "tool ghost skipped: memlsp-no-such-tool-xyz is not on PATH",
         "tool abs-ghost skipped: /nonexistent/bin/tool is not on PATH",

@@ -40,7 +40,7 @@ from common import (
     sample,
 )
 
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
 from memlsp.config import load_config
 from memlsp.config.schema import PoolConfig
 from memlsp.models import ModelPool

@@ -31,7 +31,7 @@ from memlsp.models import runtime
 # Before numpy (models.runtime.load_first_if_gpu_build says why); the imports below bring it.
 runtime.load_first_if_gpu_build()
 
-from memlsp.agents.generator import GeneratorAgent, InlineRequest  # noqa: E402
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest  # noqa: E402
 from memlsp.config import load_config  # noqa: E402
 from memlsp.config.schema import ModelSource, ModelSpec, PoolConfig  # noqa: E402
 from memlsp.models import ModelPool  # noqa: E402

@@ -27,7 +27,7 @@ from typing import Any
 from common import EXTENSIONS, HUMANEVAL_FIM, LANGUAGE_IDS, line_hole, load_jsonl, percentiles
 from common import sample as sample_rows
 
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
 from memlsp.config import load_config
 from memlsp.config.schema import PoolConfig
 from memlsp.models import ModelPool

@@ -46,10 +46,10 @@ from common import (
     type_char,
 )
 
-from memlsp.agents.blank_line import cut_at_line_above
-from memlsp.agents.fim_prompt import FimPromptBuilder, FimSpecialIds
-from memlsp.agents.generator import should_stop
-from memlsp.agents.postprocess import decide_mode
+from memlsp.agents.completion.blank_line import cut_at_line_above
+from memlsp.agents.completion.fim_prompt import FimPromptBuilder, FimSpecialIds
+from memlsp.agents.completion.generator import should_stop
+from memlsp.agents.completion.postprocess import decide_mode
 from memlsp.config import load_config
 from memlsp.models.assembly import resolve
 from memlsp.models.pool import N_BATCH

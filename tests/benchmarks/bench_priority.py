@@ -26,12 +26,12 @@ from typing import Any
 
 from common import HUMANEVAL_FIM, line_hole, load_jsonl, percentiles, sample
 
-from memlsp.agents.generator import GeneratorAgent, InlineRequest
-from memlsp.agents.review_chat import chat_tokens
-from memlsp.agents.review_model import generate_json
-from memlsp.agents.review_prompt import CodeView, build_messages
-from memlsp.agents.review_schema import review_schema
-from memlsp.agents.review_types import ReviewCancelled
+from memlsp.agents.chat import chat_tokens
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.review.model import generate_json
+from memlsp.agents.review.prompt import CodeView, build_messages
+from memlsp.agents.review.schema import review_schema
+from memlsp.agents.review.types import ReviewCancelled
 from memlsp.config import load_config
 from memlsp.config.schema import PoolConfig
 from memlsp.models import ModelPool

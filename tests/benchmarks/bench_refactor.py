@@ -26,9 +26,9 @@ from typing import Any
 
 from common import percentiles
 
-from memlsp.agents.refactor import RefactorAgent, ResolveRequest
-from memlsp.agents.refactor_actions import DiagnosticInfo
-from memlsp.agents.text_edits import TextRange, apply_edits
+from memlsp.agents.refactor.actions import DiagnosticInfo
+from memlsp.agents.refactor.agent import RefactorAgent, ResolveRequest
+from memlsp.agents.refactor.text_edits import TextRange, apply_edits
 from memlsp.config import load_config
 from memlsp.models import ModelPool
 from memlsp.models.assembly import assemble

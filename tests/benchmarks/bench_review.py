@@ -37,9 +37,9 @@ from typing import Any
 
 from common import percentiles
 
-from memlsp.agents.quality import QualityAgent
-from memlsp.agents.review_types import ReviewFinding, ReviewRequest, ReviewResult
-from memlsp.agents.tools import ToolExecutor
+from memlsp.agents.review.quality import QualityAgent
+from memlsp.agents.review.tools import ToolExecutor
+from memlsp.agents.review.types import ReviewFinding, ReviewRequest, ReviewResult
 from memlsp.config import load_config
 from memlsp.config.schema import QualityConfig
 from memlsp.models import ModelPool

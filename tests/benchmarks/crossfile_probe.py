@@ -16,18 +16,13 @@ from typing import Any
 
 from crossfile_tasks import Task
 
-from memlsp.agents.context import ContextRequest
+from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig, load_config
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer
 from memlsp.memory.records import Hit
-from memlsp.memory.retrieval import (
-    HybridSearch,
-    MemoryContextProvider,
-    imported_names,
-    query_text,
-)
+from memlsp.memory.retrieval import HybridSearch, MemoryContextProvider, imported_names, query_text
 from memlsp.memory.store import MemoryStore
 from memlsp.models import ModelPool
 

@@ -1,0 +1,1 @@
+"""The `memlsp` command line: serve, index, complete, doctor, status, models, demo."""

@@ -1,0 +1,227 @@
+"""Inline completion and completion: thin handlers over the generator agent.
+
+Latency-sensitive: cache and typed-through hits are answered on the event loop; model calls run in
+the session's completion executor. A newer request for a document supersedes the older one (its
+generation stops between tokens), and `$/cancelRequest` does the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types as lsp
+
+from memlsp.agents.completion.generator import Cancelled, InlineRequest, Suggestion
+from memlsp.base.context import ContextRequest
+from memlsp.models import ModelError
+from memlsp.server.lsp.acceptance import ACCEPT_COMMAND, AcceptanceStats
+from memlsp.server.lsp.documents import cursor_text, opened_document
+from memlsp.server.lsp.text_sync import client_position
+
+if TYPE_CHECKING:
+    from memlsp.server.lsp.server import MemlspServer
+    from memlsp.server.lsp.session import Session
+
+
+@dataclass(frozen=True)
+class CursorText:
+    uri: str
+    language_id: str
+    prefix: str
+    suffix: str
+
+
+class CompletionService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._inflight: dict[str, threading.Event] = {}
+        self.acceptance = AcceptanceStats()
+        self.debounced = 0  # requests superseded during the debounce: no model call at all
+        session.on_shutdown(self.cancel_all)
+        session.add_status_source("acceptance", self.acceptance.snapshot)
+        session.add_status_source("debounce", self._debounce_status)
+
+    def _debounce_status(self) -> dict[str, int]:
+        return {
+            "ms": self.session.config.agents.generator.debounce_ms,
+            "superseded": self.debounced,
+        }
+
+    async def suggest(self, cursor: CursorText, feature: str) -> Suggestion | None:
+        """The suggestion at a cursor; None when superseded, cancelled or failed."""
+        done = self.session.metrics.timer(feature)
+        try:
+            suggestion = await self._suggest(cursor)
+        except asyncio.CancelledError:
+            done("cancelled")
+            raise
+        if suggestion is None:
+            done("cancelled")
+        else:
+            done(suggestion.source if suggestion.text else "empty")
+        return suggestion
+
+    async def _suggest(self, cursor: CursorText) -> Suggestion | None:
+        session = self.session
+        root = session.workspace_root
+        request = InlineRequest(
+            doc_key=cursor.uri,
+            path=session.relative_path(cursor.uri),
+            language_id=cursor.language_id,
+            prefix=cursor.prefix,
+            suffix=cursor.suffix,
+            repo_name=root.name if root else "",
+        )
+        previous = self._inflight.pop(cursor.uri, None)
+        if previous is not None:
+            previous.set()
+        generator = session.current_generator()
+        if generator is not None:
+            hit = generator.cached(request)
+            if hit is not None:
+                return hit
+        # The memory search runs while the debounce waits (it has its own time budget later).
+        session.prefetch_context(
+            ContextRequest(
+                request.path, request.prefix, request.suffix, request.language_id, cursor.uri
+            )
+        )
+        cancel = threading.Event()
+        self._inflight[cursor.uri] = cancel
+        loop = asyncio.get_running_loop()
+        try:
+            # Typing sends a request per key: wait a moment, so that the keys that follow
+            # supersede this one before it costs a prompt evaluation. Cache hits skip this.
+            delay = session.config.agents.generator.debounce_ms / 1000
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if cancel.is_set():
+                    self.debounced += 1
+                    return None
+            return await loop.run_in_executor(
+                session.completion_executor, self._complete_blocking, request, cancel
+            )
+        except asyncio.CancelledError:  # $/cancelRequest: stop the worker between tokens
+            cancel.set()
+            raise
+        except Cancelled:
+            return None
+        except ModelError as exc:
+            session.report_model_error(exc)
+            return None
+        finally:
+            if self._inflight.get(cursor.uri) is cancel:
+                del self._inflight[cursor.uri]
+
+    def _complete_blocking(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
+        generator = self.session.generator()
+        # The first request (before the agent existed) could not use the cache on the loop.
+        hit = generator.cached(request)
+        if hit is not None:
+            return hit
+        return generator.complete(request, cancel)
+
+    def cancel_all(self) -> None:
+        for event in self._inflight.values():
+            event.set()
+        self._inflight.clear()
+
+
+def _accept_args(args: tuple[Any, ...]) -> tuple[str, str, int, str]:
+    """Tolerant parse: editors may send fewer arguments than we put in the command."""
+    defaults: list[Any] = ["", "", 0, "full"]
+    language, model, chars, kind = [*args[:4], *defaults[len(args[:4]) :]]
+    try:
+        count = int(chars)
+    except (TypeError, ValueError):
+        count = 0
+    return str(language), str(model), count, str(kind)
+
+
+def _word_before(prefix: str) -> str:
+    """The identifier characters right before the cursor (what a completion item replaces)."""
+    i = len(prefix)
+    while i > 0 and (prefix[i - 1].isalnum() or prefix[i - 1] == "_"):
+        i -= 1
+    return prefix[i:]
+
+
+def register(server: MemlspServer) -> None:
+    service = CompletionService(server.session)
+
+    def cursor(uri: str, position: lsp.Position) -> CursorText | None:
+        found = cursor_text(server, uri, position)
+        return CursorText(*found) if found else None
+
+    def at_offset(uri: str, offset: int) -> lsp.Position:
+        """Ranges we answer are in the client's units and clamped to the text (a request past
+        the end of a line means its end), computed from offsets rather than by arithmetic on
+        the request's character, which counts UTF-16 or UTF-8 units."""
+        doc = opened_document(server, uri)
+        assert doc is not None  # cursor() found it just now, before any await
+        return client_position(doc, offset)
+
+    @server.feature(lsp.TEXT_DOCUMENT_INLINE_COMPLETION, lsp.InlineCompletionOptions())
+    async def inline_completion(
+        ls: MemlspServer, params: lsp.InlineCompletionParams
+    ) -> lsp.InlineCompletionList | None:
+        here = cursor(params.text_document.uri, params.position)
+        if here is None:
+            return None
+        cursor_at = at_offset(params.text_document.uri, len(here.prefix))
+        suggestion = await service.suggest(here, "inline_completion")
+        if suggestion is None or not suggestion.text:
+            return lsp.InlineCompletionList(items=[])
+        span = lsp.Range(start=cursor_at, end=cursor_at)
+        service.acceptance.shown(here.language_id, suggestion.model)
+        accepted = lsp.Command(
+            title="memlsp: suggestion accepted",
+            command=ACCEPT_COMMAND,
+            arguments=[here.language_id, suggestion.model, len(suggestion.text), "full"],
+        )
+        return lsp.InlineCompletionList(
+            items=[
+                lsp.InlineCompletionItem(insert_text=suggestion.text, range=span, command=accepted)
+            ]
+        )
+
+    # pygls resolves command handlers' annotations at call time: only names importable here.
+    @server.command(ACCEPT_COMMAND)
+    def on_accepted(ls: Any, *args: Any) -> None:
+        """The editor ran the item's command: the user took the suggestion (or part of it).
+
+        Arguments: language, model, accepted characters, "full" or "partial".
+        """
+        language, model, chars, kind = _accept_args(args)
+        service.acceptance.accepted(language, model, chars, kind == "partial")
+
+    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions())
+    async def completion(
+        ls: MemlspServer, params: lsp.CompletionParams
+    ) -> lsp.CompletionList | None:
+        here = cursor(params.text_document.uri, params.position)
+        if here is None:
+            return None
+        # Replace the word being typed so the client's fuzzy filter matches our item.
+        word = _word_before(here.prefix)
+        uri = params.text_document.uri
+        start = at_offset(uri, len(here.prefix) - len(word))
+        end = at_offset(uri, len(here.prefix))
+        suggestion = await service.suggest(here, "completion")
+        if suggestion is None or not suggestion.text:
+            return lsp.CompletionList(is_incomplete=True, items=[])
+        full = word + suggestion.text
+        first_line = full.split("\n", 1)[0]
+        item = lsp.CompletionItem(
+            label=first_line + (" …" if "\n" in full else ""),
+            kind=lsp.CompletionItemKind.Snippet,
+            detail=f"memlsp · {suggestion.model}",
+            filter_text=first_line,
+            sort_text="0",
+            insert_text_format=lsp.InsertTextFormat.PlainText,
+            text_edit=lsp.TextEdit(range=lsp.Range(start=start, end=end), new_text=full),
+        )
+        return lsp.CompletionList(is_incomplete=True, items=[item])
