@@ -116,8 +116,8 @@ def default_actions() -> dict[str, RefactorAction]:
 
 @cache
 def _builtin_actions() -> dict[str, RefactorAction]:
-    # A shipped file: a mistake in it is a bug caught by tests/test_refactor.py, which also runs
-    # it through the loader's validation; here it only needs converting.
+    # A shipped file: a mistake in it is a bug caught by tests/unit/test_refactor.py, which also
+    # runs it through the loader's validation; here it only needs converting.
     raw = yaml.safe_load(BUILTIN_ACTIONS_PATH.read_text(encoding="utf-8"))
     known = {f.name for f in fields(RefactorAction)}
     actions = {}

@@ -1,6 +1,6 @@
 """A raw JSON-RPC client for the real server over stdio, and a reference model of LSP text sync.
 
-Shared by tests/test_protocol_robustness.py, tests/test_protocol_fuzz.py and
+Shared by tests/unit/test_protocol_robustness.py, tests/stress/test_protocol_fuzz.py and
 tests/benchmarks/bench_fuzz.py. The client writes bytes itself (so tests can send broken frames)
 and hands back raw response messages (so they can be checked against the lsprotocol types).
 The reference model is written from the LSP specification, independently of pygls: lines end at

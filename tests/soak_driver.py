@@ -1,6 +1,7 @@
 """A simulated editing session replayed through the real server over stdio (issue #10 soak).
 
-Used by ``tests/benchmarks/bench_soak.py`` (prints the JSON) and ``tests/test_soak.py`` (a short
+Used by ``tests/benchmarks/bench_soak.py`` (prints the JSON) and ``tests/stress/test_soak.py``
+(a short
 run with assertions). Self-contained on purpose: the benchmark loads this file by path, so it
 cannot import the other test helpers.
 

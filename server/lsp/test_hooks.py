@@ -2,7 +2,8 @@
 
 `memlsp/debugDocument` {uri, position?} answers the server's copy of an opened document
 ({version, text}, and with a position the code-point offset the completion features would use
-there, or null where they would not complete). The protocol fuzzer (tests/test_protocol_fuzz.py)
+there, or null where they would not complete). The protocol fuzzer
+(tests/stress/test_protocol_fuzz.py)
 checks text synchronisation against a reference model with it, without a model call. Nothing
 else exposes the text, and an editor never sets the variable.
 """

@@ -4,7 +4,8 @@ pygls splits lines with ``str.splitlines`` (which also breaks at form feed, \\x0
 NEL, U+2028 and U+2029), clamps a character past the end of the last line to one before its end,
 and maps "line length + 1" on a line ending in "\\r\\n" between the "\\r" and the "\\n". Each of
 these puts positions elsewhere than the client meant, and incremental edits then corrupt our copy
-of the document for good (found by tests/test_protocol_fuzz.py). The specification: lines end at
+of the document for good (found by tests/stress/test_protocol_fuzz.py). The specification: lines
+end at
 "\\r\\n", "\\n" or "\\r"; a character past the end of a line means the end of that line.
 """
 

@@ -1,7 +1,7 @@
 """Protocol fuzzer at scale: random didOpen/didChange sequences through the real server over
 stdio, the server's text and cursor offsets compared with the reference model after every
 notification, code action (and optionally inline completion) responses checked against the
-lsprotocol types. The same machinery as tests/test_protocol_fuzz.py, with many more examples.
+lsprotocol types. The same machinery as tests/stress/test_protocol_fuzz.py, with many more examples.
 
 Prints JSON (cases fuzzed, checks, failed cases by kind, the first failures). Usage:
   .venv/bin/python tests/benchmarks/bench_fuzz.py [--examples 1000] [--encodings utf-16,utf-8]

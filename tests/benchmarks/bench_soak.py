@@ -8,8 +8,8 @@ Usage:
       [--save-every 30] [--external-every 45] [--rss-every 5] [--debounce 0.05]
       [--drain-timeout 300] [--seed 0] [--server-log PATH]
 
-The driver lives in tests/soak_driver.py (tests/test_soak.py runs a 2-minute version of it); it is
-loaded by path because tests/ is not a package.
+The driver lives in tests/soak_driver.py (tests/stress/test_soak.py runs a 2-minute version of
+it); it is loaded by path because tests/ is not a package.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Prepare everything tests/test_vscode.py needs to run the extension in a real VS Code, and build
+# Prepare everything tests/editors/test_vscode.py needs to run the extension in a real VS Code, and build
 # the extension's .vsix. Idempotent: a second run only checks and rebuilds what changed.
 #
 #   1. Debian packages: chromium (the browser playwright drives), ripgrep (VS Code's search
 #      binary; its npm package would download it from GitHub), libkrb5-dev (code-server's
-#      kerberos module compiles against it), tmux (tests/test_nvim_screen.py runs Neovim's
+#      kerberos module compiles against it), tmux (tests/editors/test_nvim_screen.py runs Neovim's
 #      terminal UI in it and screenshots it with chromium).
 #   2. code-server (VS Code in a browser, from npm) and playwright-core, in a cache folder outside
 #      the repository: $MEMLSP_VSCODE_TEST_DIR, by default ~/.cache/memlsp/vscode-test.
 #   3. The extension: npm ci in editors/vscode, tsc, then vsce package -> editors/vscode/dist/.
 #
 # MEMLSP_VSCODE_TEST_DIR moves the cache folder; MEMLSP_CHROMIUM names another Chromium binary
-# (then the chromium package is not installed). tests/test_vscode.py reads the same variables.
+# (then the chromium package is not installed). tests/editors/test_vscode.py reads the same variables.
 #
 # Needs node >= 20 and npm. Root (or sudo-less apt) only for step 1 when a package is missing.
 set -euo pipefail

@@ -2,7 +2,7 @@
 
 code-server (VS Code 1.100 served over HTTP) runs on 127.0.0.1 with the extension's .vsix
 installed and a small workspace (``FILES``) open; headless Chromium, driven by
-playwright-core from ``tests/vscode/drive.cjs``, types into it like a user. The extension starts
+playwright-core from ``tests/editors/vscode/drive.cjs``, types into it like a user. The extension starts
 the server through a wrapper (this interpreter, an empty config home, a cache folder of its own
 linked to the model cache) named by ``memlsp.serverPath`` in the workspace settings. One session
 runs every step and writes what it saw to JSON; each test below checks one step. Screenshots, the
@@ -39,7 +39,7 @@ import pytest
 
 from memlsp.config.paths import model_cache_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = ROOT / "editors" / "vscode"
 VSIX = EXTENSION / "dist" / "memlsp.vsix"
 SETUP = EXTENSION / "scripts" / "setup-test-env.sh"

@@ -29,7 +29,7 @@ from test_nvim import FIM, FIM_FILE, find_nvim
 
 from memlsp.config.paths import model_cache_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "editors" / "nvim"
 OUT = ROOT / "test-output" / "nvim"
 SERVER = [sys.executable, "-m", "memlsp.server.cli", "serve"]

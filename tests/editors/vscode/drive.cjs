@@ -1,5 +1,5 @@
 // Drives the memlsp extension in a real VS Code (code-server) from headless Chromium with
-// playwright-core, and writes what it saw as JSON. Started by tests/test_vscode.py:
+// playwright-core, and writes what it saw as JSON. Started by tests/editors/test_vscode.py:
 //
 //   node drive.cjs CONFIG.json
 //

@@ -1,5 +1,5 @@
 -- Drives a real headless Neovim through memlsp.nvim against the real server, step by step, and
--- writes what it saw to a JSON file for tests/test_nvim.py. Runs as a coroutine that yields to
+-- writes what it saw to a JSON file for tests/editors/test_nvim.py. Runs as a coroutine that yields to
 -- Nvim's main loop between steps, so typed keys go through insert mode, mappings and autocmds
 -- exactly as when a person types them.
 --
@@ -385,7 +385,7 @@ end
 step('diagnostics', diagnostics_step)
 step('code_action', code_action_step)
 
--- The fake suite: tests/nvim/fake_server.lua instead of memlsp, answers held until released.
+-- The fake suite: tests/editors/nvim/fake_server.lua instead of memlsp, answers held until released.
 suite = 'fake'
 local ghost_mod = require('memlsp.ghost')
 
