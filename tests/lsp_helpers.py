@@ -106,18 +106,18 @@ async def status(client: LanguageClient) -> dict[str, Any]:
     result = await asyncio.wait_for(
         client.protocol.send_request_async("memlsp/status", {}), TIMEOUT
     )
-    plain = _plain(result)
-    if plain.get("pool"):  # index models by name for the tests
-        plain["pool"]["models"] = {m["name"]: m for m in plain["pool"]["models"]}
-    return plain  # type: ignore[no-any-return]
+    answer = plain(result)
+    if answer.get("pool"):  # index models by name for the tests
+        answer["pool"]["models"] = {m["name"]: m for m in answer["pool"]["models"]}
+    return answer  # type: ignore[no-any-return]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """pygls hands custom results back as namedtuple-like objects: make plain dicts."""
     if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
+        return {k: plain(v) for k, v in value._asdict().items()}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

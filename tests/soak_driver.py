@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from lsp_helpers import plain
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient
@@ -333,7 +334,7 @@ class Editor:
         reply = await asyncio.wait_for(
             self.client.protocol.send_request_async("memlsp/status", {}), RPC_TIMEOUT_S
         )
-        return _plain(reply)  # type: ignore[no-any-return]
+        return plain(reply)  # type: ignore[no-any-return]
 
     # -- documents --------------------------------------------------------------------------
 
@@ -505,17 +506,6 @@ class Editor:
 def _insert_text(item: lsp.InlineCompletionItem) -> str:
     text = item.insert_text
     return text if isinstance(text, str) else text.value
-
-
-def _plain(value: Any) -> Any:
-    """pygls hands custom results back as namedtuple-like objects: make plain dicts."""
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 # -- memory ----------------------------------------------------------------------------------

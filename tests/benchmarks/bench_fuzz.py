@@ -14,32 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import common  # noqa: F401  (puts tests/ on the import path)
+import protocol_fuzzing as fuzzing
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-
-
-def _load_fuzzing() -> ModuleType:
-    """tests/protocol_fuzzing.py, loaded by path (the tests import it as a sibling module)."""
-    path = Path(__file__).resolve().parents[1] / "protocol_fuzzing.py"
-    spec = importlib.util.spec_from_file_location("protocol_fuzzing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzzing = _load_fuzzing()
 
 
 def fuzz(

@@ -29,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common  # noqa: F401  (puts tests/ on the import path)
 import psutil
+from embedding_pool import one_thread_llama
 
 from memlsp.config import MemoryConfig, load_config
 from memlsp.memory.embedder import Embedder
@@ -39,7 +41,7 @@ from memlsp.memory.lexical import LexicalIndex, symbol_leaf
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.retrieval import HybridSearch, query_text, rrf
 from memlsp.memory.store import FILE_PATH, MemoryStore, load_memos
-from memlsp.models import ModelPool, runtime
+from memlsp.models import ModelPool
 
 # BM25 weights tried in the fusion (1.0: plain RRF; the default is retrieval.LEXICAL_WEIGHT).
 LEXICAL_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
@@ -104,13 +106,7 @@ def make_pool(embed_threads: int) -> ModelPool:
     if not embed_threads:
         return ModelPool(models)
     models["minilm-l6-v2"] = dataclasses.replace(models["minilm-l6-v2"], n_threads=embed_threads)
-
-    def factory(**kwargs: Any) -> Any:
-        # The pool passes n_threads only; llama.cpp embeds with n_threads_batch.
-        kwargs.setdefault("n_threads_batch", kwargs.get("n_threads"))
-        return runtime.llama_cpp().Llama(**kwargs)
-
-    return ModelPool(models, llama_factory=factory)
+    return ModelPool(models, llama_factory=one_thread_llama)  # the memory tests' factory
 
 
 # -- phases ----------------------------------------------------------------------------------------

@@ -9,26 +9,20 @@ Usage:
       [--drain-timeout 300] [--seed 0] [--server-log PATH]
 
 The driver lives in tests/soak_driver.py (tests/stress/test_soak.py runs a 2-minute version of
-it); it is loaded by path because tests/ is not a package.
+it); common puts tests/ on the import path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
-DRIVER = Path(__file__).resolve().parents[1] / "soak_driver.py"
+import common  # noqa: F401  (puts tests/ on the import path)
+import soak_driver
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("soak_driver", DRIVER)
-    assert spec is not None and spec.loader is not None
-    driver = importlib.util.module_from_spec(spec)
-    sys.modules["soak_driver"] = driver  # dataclasses look their module up here
-    spec.loader.exec_module(driver)
-    result = driver.main(sys.argv[1:])
+    result = soak_driver.main(sys.argv[1:])
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

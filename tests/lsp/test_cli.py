@@ -69,6 +69,7 @@ def test_doctor_pinpoints_broken_model_and_bad_config_key(
     assert "1 failed" in out
 
 
+@pytest.mark.model
 def test_complete_prints_the_suggestion(config_home: Path, tmp_path: Path) -> None:
     source = tmp_path / "calc.py"
     source.write_text("def add(a, b):\n    \n")
@@ -77,6 +78,7 @@ def test_complete_prints_the_suggestion(config_home: Path, tmp_path: Path) -> No
     assert result.stdout.replace(" ", "").startswith("returna+b")
 
 
+@pytest.mark.model
 def test_complete_uses_the_built_memory_and_takes_a_relative_path(
     config_home: Path, tmp_path: Path
 ) -> None:
@@ -127,6 +129,7 @@ def test_models_list(config_home: Path) -> None:
         assert name in result.stdout
 
 
+@pytest.mark.model
 def test_review_reports_like_a_linter_and_exits_1(config_home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n\n\ndef f(x):\n    return x\n")
@@ -140,6 +143,7 @@ def test_review_reports_like_a_linter_and_exits_1(config_home: Path, tmp_path: P
     assert clean.stdout == ""
 
 
+@pytest.mark.model
 def test_index_builds_the_memory(config_home: Path, tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()

@@ -63,6 +63,7 @@ def _step(summary: dict[str, Any], name: str) -> dict[str, Any]:
     return found[0]  # type: ignore[no-any-return]
 
 
+@pytest.mark.model
 def test_every_step_succeeds(demo: tuple[int, dict[str, Any], str]) -> None:
     code, summary, text = demo
     assert code == 0, text
@@ -83,6 +84,7 @@ def test_every_step_succeeds(demo: tuple[int, dict[str, Any], str]) -> None:
     assert _step(summary, "shutdown")["exit_code"] == 0
 
 
+@pytest.mark.model
 def test_indexing_reports_progress_and_chunks(demo: tuple[int, dict[str, Any], str]) -> None:
     _, summary, text = demo
     index = _step(summary, "index")
@@ -93,6 +95,7 @@ def test_indexing_reports_progress_and_chunks(demo: tuple[int, dict[str, Any], s
     assert "$/progress begin: indexing" in text
 
 
+@pytest.mark.model
 def test_inline_suggestion_is_shown(demo: tuple[int, dict[str, Any], str]) -> None:
     _, summary, text = demo
     suggestion = _step(summary, "inline")["text"]
@@ -100,6 +103,7 @@ def test_inline_suggestion_is_shown(demo: tuple[int, dict[str, Any], str]) -> No
     assert suggestion.strip().split("\n")[0] in text
 
 
+@pytest.mark.model
 def test_cross_file_fact_comes_from_memory(demo: tuple[int, dict[str, Any], str]) -> None:
     """Retrieval is ours to guarantee; whether the model then uses the name is reported, and the
     report must match the suggestion."""
@@ -112,6 +116,7 @@ def test_cross_file_fact_comes_from_memory(demo: tuple[int, dict[str, Any], str]
     assert verdict in text
 
 
+@pytest.mark.model
 def test_diagnostics_include_the_planted_problems(demo: tuple[int, dict[str, Any], str]) -> None:
     _, summary, text = demo
     found = _step(summary, "diagnostics")["diagnostics"]
@@ -122,6 +127,7 @@ def test_diagnostics_include_the_planted_problems(demo: tuple[int, dict[str, Any
         assert f"legacy_report.py:{line}:" in text
 
 
+@pytest.mark.model
 def test_resolved_code_action_carries_an_edit(demo: tuple[int, dict[str, Any], str]) -> None:
     _, summary, text = demo
     step = _step(summary, "code_action")
@@ -133,6 +139,7 @@ def test_resolved_code_action_carries_an_edit(demo: tuple[int, dict[str, Any], s
     assert "codeAction/resolve" in text
 
 
+@pytest.mark.model
 def test_honours_user_config_and_leaves_the_sample_alone(
     demo: tuple[int, dict[str, Any], str],
 ) -> None:
@@ -161,6 +168,7 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.model
 def test_on_a_folder_writes_nothing_and_skips_what_it_cannot_do(tmp_path: Path) -> None:
     """PATH mode on a folder without Python code: indexed, the other steps skipped with a
     reason, nothing written into the folder."""

@@ -327,7 +327,7 @@ async def _diagnostics(client: LanguageClient, uri: str) -> list[lsp.Diagnostic]
     return list(client.diagnostics[uri])
 
 
-@pytest.mark.slow
+@pytest.mark.model
 async def test_hostile_workspace_full_session(hostile: LanguageClient) -> None:
     client = hostile
     folder = await _memory_ready(client)
@@ -433,7 +433,7 @@ async def test_hostile_workspace_full_session(hostile: LanguageClient) -> None:
     assert not Path("/tmp/memlsp-hijacked-store").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_index_of_the_hostile_workspace_holds_no_outside_code_and_no_credentials(
     pool: ModelPool,
 ) -> None:
@@ -532,7 +532,7 @@ def _evaluated_text(pool: ModelPool, model: str) -> str:
         return bytes(llama.detokenize(tokens)).decode("utf-8", errors="replace")
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_fim_prompt_masks_credentials_in_the_document_and_its_context(pool: ModelPool) -> None:
     ring = RecentContextRing()
     ring.note_open("deploy/config.yaml", CONFIG_YAML + f"slack_token: {SLACK_TOKEN}\n")
@@ -547,7 +547,7 @@ def test_fim_prompt_masks_credentials_in_the_document_and_its_context(pool: Mode
         assert credential not in seen, credential
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_review_prompt_masks_credentials(pool: ModelPool, tmp_path: Path) -> None:
     agent = QualityAgent(pool, QualityConfig(model=FAST, max_tokens=64), tools=None)
     path = tmp_path / "settings.py"

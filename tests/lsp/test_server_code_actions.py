@@ -14,6 +14,8 @@ from lsp_helpers import TIMEOUT, initialize, server_config, status
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
+pytestmark = pytest.mark.model
+
 SOURCE = "import os\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import pytest_lsp
 from lsp_helpers import TIMEOUT, capabilities, initialize, insert, server_config, status
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
+
+pytestmark = pytest.mark.model
 
 PLANTED = """import os
 

@@ -21,7 +21,7 @@ from lsp_helpers import (
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.model]
 
 FIM = "qwen2.5-coder-0.5b"
 

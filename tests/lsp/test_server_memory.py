@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_lsp
 from lsp_helpers import TIMEOUT, initialize, inline, open_doc, server_config, status
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
+
+pytestmark = pytest.mark.model
 
 MODELS_PY = textwrap.dedent(
     '''

@@ -134,4 +134,4 @@ def test_metrics_bind_to_loopback_by_default() -> None:
     assert build_parser().parse_args(["serve"]).metrics_port == 0
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.model]

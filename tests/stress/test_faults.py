@@ -27,7 +27,6 @@ from typing import Any
 
 import psutil
 import pytest
-from embedding_pool import embedding_pool
 
 from memlsp.config import load_config
 from memlsp.memory.chunker import chunk_file
@@ -36,6 +35,8 @@ from memlsp.memory.filters import mask_secrets
 from memlsp.memory.indexer import manifest_path
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.store import MIN_FREE_BYTES, MemoryStore
+
+pytestmark = pytest.mark.model
 
 CLI = [sys.executable, "-m", "memlsp.server.cli"]
 FILES = 300
@@ -50,13 +51,6 @@ TALLY: dict[str, int] = {"faults_injected": 0, "faults_survived": 0, "chunks_los
 def _report_tally() -> Iterator[None]:
     yield
     sys.stderr.write(f"\nfault tally: {json.dumps(TALLY)}\n")
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    pool = embedding_pool()
-    yield Embedder(pool)
-    pool.close()
 
 
 # -- a workspace and its expected chunks -------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from soak_driver import main
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

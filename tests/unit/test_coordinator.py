@@ -13,12 +13,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedding_pool import embedding_pool
 
 from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
@@ -96,13 +94,6 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    pool = embedding_pool()
-    yield pool
-    pool.close()
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
@@ -144,9 +135,11 @@ def wait_for(condition: Any, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_two_windows_share_one_store(tmp_path: Path, workspace: Path, pool: ModelPool) -> None:
+def test_two_windows_share_one_store(
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
+) -> None:
     config = MemoryConfig(path=str(tmp_path / "store"))
-    owner = WorkspaceMemory(workspace, config, pool)
+    owner = WorkspaceMemory(workspace, config, embedding_model_pool)
     owner.start()
     try:
         assert owner.wait_idle(180) and owner.role == "owner"
@@ -174,7 +167,7 @@ def test_two_windows_share_one_store(tmp_path: Path, workspace: Path, pool: Mode
 
 
 def test_owner_killed_the_other_window_takes_over(
-    tmp_path: Path, workspace: Path, pool: ModelPool
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
 ) -> None:
     config = MemoryConfig(path=str(tmp_path / "store"))
     other = child(tmp_path, "owner", workspace, config)
@@ -182,7 +175,7 @@ def test_owner_killed_the_other_window_takes_over(
     try:
         ready = read_json_line(other, 180)
         assert ready["role"] == "owner" and ready["status"]["files_indexed"] == len(FILES)
-        me = WorkspaceMemory(workspace, config, pool)
+        me = WorkspaceMemory(workspace, config, embedding_model_pool)
         me.start()
         wait_for(lambda: me is not None and me.role == "client", 60)
         assert me.search("send_welcome_email", 1)[0].record.symbol == "send_welcome_email"
@@ -217,11 +210,11 @@ def _closed_port() -> int:
 
 
 def test_unreachable_qdrant_server_degrades_to_no_memory(
-    tmp_path: Path, workspace: Path, pool: ModelPool
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
 ) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     config = MemoryConfig(backend="qdrant", url=url, path=str(tmp_path / "store"))
-    memory = WorkspaceMemory(workspace, config, pool)
+    memory = WorkspaceMemory(workspace, config, embedding_model_pool)
     memory.start()
     try:
         started = time.monotonic()
@@ -244,10 +237,10 @@ def test_unreachable_qdrant_server_degrades_to_no_memory(
 
 
 def test_a_corrupt_store_is_rebuilt_and_said_so(
-    tmp_path: Path, workspace: Path, pool: ModelPool
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
 ) -> None:
     config = MemoryConfig(path=str(tmp_path / "store"))
-    first = WorkspaceMemory(workspace, config, pool)
+    first = WorkspaceMemory(workspace, config, embedding_model_pool)
     first.start()
     assert first.wait_idle(180) and first.role == "owner"
     first.close()
@@ -256,7 +249,7 @@ def test_a_corrupt_store_is_rebuilt_and_said_so(
     for file in shards[0].rglob("*"):
         if file.is_file():
             file.write_bytes(os.urandom(max(64, file.stat().st_size)))
-    second = WorkspaceMemory(workspace, config, pool)
+    second = WorkspaceMemory(workspace, config, embedding_model_pool)
     second.start()
     try:
         assert second.wait_idle(180) and second.role == "owner"
@@ -268,8 +261,10 @@ def test_a_corrupt_store_is_rebuilt_and_said_so(
         second.close()
 
 
-def test_disabled_in_config(tmp_path: Path, workspace: Path, pool: ModelPool) -> None:
-    memory = WorkspaceMemory(workspace, MemoryConfig(enabled=False), pool)
+def test_disabled_in_config(
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
+) -> None:
+    memory = WorkspaceMemory(workspace, MemoryConfig(enabled=False), embedding_model_pool)
     memory.start()
     assert memory.role == "disabled"
     status = memory.status()
@@ -280,10 +275,10 @@ def test_disabled_in_config(tmp_path: Path, workspace: Path, pool: ModelPool) ->
 
 
 def test_socket_is_private_and_requests_are_bounded(
-    tmp_path: Path, workspace: Path, pool: ModelPool
+    tmp_path: Path, workspace: Path, embedding_model_pool: ModelPool
 ) -> None:
     config = MemoryConfig(path=str(tmp_path / "store"))
-    memory = WorkspaceMemory(workspace, config, pool)
+    memory = WorkspaceMemory(workspace, config, embedding_model_pool)
     memory.start()
     try:
         assert memory.wait_idle(180) and memory.role == "owner"
@@ -323,7 +318,7 @@ def test_socket_is_private_and_requests_are_bounded(
 
 
 def test_close_while_indexing_is_prompt_and_frees_the_store(
-    tmp_path: Path, pool: ModelPool
+    tmp_path: Path, embedding_model_pool: ModelPool
 ) -> None:
     root = tmp_path / "ws"
     for i in range(30):
@@ -331,7 +326,7 @@ def test_close_while_indexing_is_prompt_and_frees_the_store(
         (root / f"pkg/mod_{i}.py").write_text(f"def compute_{i}(v):\n    return v * {i}\n")
     config = MemoryConfig(path=str(tmp_path / "store"))
     progress: list[IndexProgress] = []
-    first = WorkspaceMemory(root, config, pool, on_progress=progress.append)
+    first = WorkspaceMemory(root, config, embedding_model_pool, on_progress=progress.append)
     first.start()
     wait_for(lambda: any(p.files_done >= 2 for p in progress), 180)
     started = time.monotonic()
@@ -339,7 +334,7 @@ def test_close_while_indexing_is_prompt_and_frees_the_store(
     assert time.monotonic() - started < 2
     assert first.role == "disabled"
     # The lock and the store are free: the next window owns them at once and finishes the job.
-    second = WorkspaceMemory(root, config, pool)
+    second = WorkspaceMemory(root, config, embedding_model_pool)
     second.start()
     try:
         assert second.wait_idle(180) and second.role == "owner"

@@ -4,7 +4,6 @@ forward pass of the original weights, and the Embedder on a real model pool."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,6 @@ Array = npt.NDArray[Any]
 @pytest.fixture(scope="module")
 def catalogue() -> dict[str, ModelSpec]:
     return Config().models or load_config(None, user_file=Path("/nonexistent.yaml")).config.models
-
-
-@pytest.fixture(scope="module")
-def pool(catalogue: dict[str, ModelSpec]) -> Iterator[ModelPool]:
-    pool = ModelPool(catalogue)  # assembles the GGUF into the model cache on first use
-    yield pool
-    pool.close()
-
-
-@pytest.fixture(scope="module")
-def embedder(pool: ModelPool) -> Embedder:
-    return Embedder(pool)
 
 
 # -- the numpy reference: BERT encoder + mean pooling, straight from the safetensors file ------
@@ -124,9 +111,9 @@ def test_safetensors_parser_matches_the_reference_reader() -> None:
         np.testing.assert_array_equal(ours[name], array, err_msg=name)
 
 
-def test_gguf_matches_numpy_forward_pass_and_tokenizer(pool: ModelPool) -> None:
+def test_gguf_matches_numpy_forward_pass_and_tokenizer(embedding_model_pool: ModelPool) -> None:
     weights = _weights()
-    with pool.acquire(MODEL) as model:
+    with embedding_model_pool.acquire(MODEL) as model:
         llama = model.llama
         for text in SENTENCES:
             ids = _reference_ids(text)
@@ -137,7 +124,7 @@ def test_gguf_matches_numpy_forward_pass_and_tokenizer(pool: ModelPool) -> None:
 
 
 def test_catalogue_entry_loads_through_the_pool(
-    pool: ModelPool, catalogue: dict[str, ModelSpec]
+    embedding_model_pool: ModelPool, catalogue: dict[str, ModelSpec]
 ) -> None:
     spec = catalogue[MODEL]
     assert spec.role == "embed"
@@ -146,10 +133,12 @@ def test_catalogue_entry_loads_through_the_pool(
     assert not spec.pinned
     assert spec.source.kind == "assemble"
     assert spec.source.modules == ("memlsp.memory.minilm_gguf",)
-    with pool.acquire(MODEL) as model:
+    with embedding_model_pool.acquire(MODEL) as model:
         assert model.llama.n_embd() == 384
         assert model.llama.pooling_type() == 1  # LLAMA_POOLING_TYPE_MEAN, from our metadata
-    assert pool.stats()["models"][MODEL]["path"].endswith("all-minilm-l6-v2-f16.gguf")
+    assert embedding_model_pool.stats()["models"][MODEL]["path"].endswith(
+        "all-minilm-l6-v2-f16.gguf"
+    )
 
 
 def test_embeddings_are_normalised_and_counted(embedder: Embedder) -> None:
@@ -181,9 +170,11 @@ def test_similar_sentences_are_closer_than_unrelated_ones(embedder: Embedder) ->
     assert float(b @ a) > float(b @ c) + 0.2
 
 
-def test_long_texts_are_cut_to_the_window_by_tokens(pool: ModelPool, embedder: Embedder) -> None:
+def test_long_texts_are_cut_to_the_window_by_tokens(
+    embedding_model_pool: ModelPool, embedder: Embedder
+) -> None:
     text = " ".join(f"identifier_{i} = compute(value_{i})" for i in range(400))  # ~4000 tokens
-    with pool.acquire(MODEL) as model:
+    with embedding_model_pool.acquire(MODEL) as model:
         llama = model.llama
         assert _token_count(llama, text) > 512
         fitted = _fit_window(llama, text, 512)

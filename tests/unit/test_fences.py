@@ -4,11 +4,10 @@ with the soak's workspace: the state where the soak showed "```" as the suggesti
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fim_pool import FIM, fim_pool
+from fim_pool import FIM
 from soak_driver import SNIPPETS, WORKSPACE
 
 from memlsp.agents.completion.fences import opens_fence
@@ -54,20 +53,13 @@ class OtherFiles:
         return chunks
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    pool = fim_pool()
-    yield pool
-    pool.close()
-
-
-def test_a_fence_after_a_finished_function_is_not_the_suggestion(pool: ModelPool) -> None:
+def test_a_fence_after_a_finished_function_is_not_the_suggestion(fim_model_pool: ModelPool) -> None:
     texts = dict(WORKSPACE)
     for turn in range(2):  # two functions typed into every file, as in the soak
         for rel, snippets in SNIPPETS.items():
             texts[rel] += snippets[turn % len(snippets)].format(n=f"1_{turn}")
     config = load_config(None, user_file=Path("/no.yaml")).config
-    agent = GeneratorAgent(pool, config.agents.generator, FIM, OtherFiles(texts))
+    agent = GeneratorAgent(fim_model_pool, config.agents.generator, FIM, OtherFiles(texts))
     rel = "billing/report.py"
 
     def suggest(language_id: str) -> str:

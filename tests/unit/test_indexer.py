@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from embedding_pool import embedding_pool
 
 from memlsp.config import MemoryConfig
 from memlsp.memory.embedder import Embedder
@@ -18,7 +17,6 @@ from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path
 from memlsp.memory.retrieval import HybridSearch
 from memlsp.memory.store import MemoryStore
-from memlsp.models import ModelPool
 
 SECRET_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 SECRET_PASSWORD = "correct-horse-battery"
@@ -54,18 +52,6 @@ FILES: dict[str, str] = {
 }
 BINARY = {"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))}
 INDEXED = {"app/config.py", "app/mail.py", "app/geometry.py", "app/settings.py", ".gitignore"}
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    pool = embedding_pool()
-    yield pool
-    pool.close()
-
-
-@pytest.fixture(scope="module")
-def embedder(pool: ModelPool) -> Embedder:
-    return Embedder(pool)
 
 
 def make_workspace(root: Path) -> Path:

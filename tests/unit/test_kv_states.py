@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
-import pytest
 
-from memlsp.config import Config, PoolConfig, load_config
 from memlsp.models import ModelPool
-from memlsp.models.assembly import assemble
 from memlsp.models.kv_states import KvStates
 from memlsp.models.prefill import prefill
 from memlsp.models.runtime import llama_cpp
 
 FIM = "qwen2.5-coder-0.5b"
 MB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def pool() -> ModelPool:
-    models = (
-        Config().models
-        or load_config(None, user_file=Path("/nonexistent/memlsp.yaml")).config.models
-    )
-    assemble(models[FIM])
-    pool = ModelPool(models, PoolConfig())
-    yield pool  # type: ignore[misc]
-    pool.close()
 
 
 def _source(name: str, n: int) -> str:
@@ -58,9 +42,9 @@ def _greedy(llama: object, prompt: list[int], n: int = 8) -> list[int]:
     return out
 
 
-def test_a_document_switched_back_to_starts_from_its_saved_state(pool: ModelPool) -> None:
+def test_a_document_switched_back_to_starts_from_its_saved_state(fim_model_pool: ModelPool) -> None:
     states = KvStates(64 * MB)
-    with pool.acquire(FIM) as model:
+    with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
         a, b = _tokens(llama, _source("alpha", 10)), _tokens(llama, _source("beta", 10))
         assert len(a) > 200 and len(b) > 200
@@ -81,8 +65,8 @@ def test_a_document_switched_back_to_starts_from_its_saved_state(pool: ModelPool
     assert stats["documents"] == 2 and 0 < stats["bytes"] <= 64 * MB
 
 
-def test_saved_states_stay_within_their_budget(pool: ModelPool) -> None:
-    with pool.acquire(FIM) as model:
+def test_saved_states_stay_within_their_budget(fim_model_pool: ModelPool) -> None:
+    with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
         docs = {f"d{i}.py": _tokens(llama, _source(f"d{i}", 6)) for i in range(4)}
         probe = KvStates(64 * MB)
@@ -111,9 +95,9 @@ def test_saved_states_stay_within_their_budget(pool: ModelPool) -> None:
         assert off.stats_dict()["saved"] == 0
 
 
-def test_a_cache_taken_over_by_another_prompt_is_not_saved(pool: ModelPool) -> None:
+def test_a_cache_taken_over_by_another_prompt_is_not_saved(fim_model_pool: ModelPool) -> None:
     states = KvStates(64 * MB)
-    with pool.acquire(FIM) as model:
+    with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
         a = _tokens(llama, _source("alpha", 6))
         review = _tokens(llama, "Review this code:\n" + _source("gamma", 6))
@@ -124,15 +108,15 @@ def test_a_cache_taken_over_by_another_prompt_is_not_saved(pool: ModelPool) -> N
         assert states.stats_dict()["saved"] == 0
 
 
-def test_states_of_an_unloaded_model_are_dropped(pool: ModelPool) -> None:
+def test_states_of_an_unloaded_model_are_dropped(fim_model_pool: ModelPool) -> None:
     states = KvStates(64 * MB)
-    with pool.acquire(FIM) as model:
+    with fim_model_pool.acquire(FIM) as model:
         a = _tokens(model.llama, _source("alpha", 6))
         states.switch_to(model.llama, "a.py", a)
         _greedy(model.llama, a, 1)
         states.switch_to(model.llama, "b.py", a[:10])
         assert states.stats_dict()["documents"] == 1
-    assert pool.evict(FIM)
-    with pool.acquire(FIM) as model:  # a new instance: its cache is empty
+    assert fim_model_pool.evict(FIM)
+    with fim_model_pool.acquire(FIM) as model:  # a new instance: its cache is empty
         assert states.switch_to(model.llama, "a.py", a) == 0
         assert states.stats_dict()["documents"] == 0

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from memlsp.config import Config, MemoryConfig, ModelSpec, load_config
+from memlsp.config import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.records import ChunkRecord, StoreLockedError, StoreUnavailableError, chunk_id
 from memlsp.memory.store import MemoryStore, load_memos
-from memlsp.models import ModelPool
 
 FILES: dict[str, list[tuple[str, str]]] = {
     "app/config.py": [
@@ -75,21 +74,6 @@ def chunks_of(path: str, shift: int = 0) -> list[ChunkRecord]:
 
 def all_chunks() -> list[ChunkRecord]:
     return [c for path in FILES for c in chunks_of(path)]
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    models: dict[str, ModelSpec] = (
-        Config().models or load_config(None, user_file=Path("/nonexistent.yaml")).config.models
-    )
-    pool = ModelPool(models)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture(scope="module")
-def embedder(pool: ModelPool) -> Embedder:
-    return Embedder(pool)
 
 
 # Stores in these tests all belong to one (imaginary) workspace: its path only names the collection.

@@ -53,6 +53,7 @@ def _generate(pool: ModelPool, name: str, prompt: str = "def add(a, b):") -> str
         return str(out["choices"][0]["text"])
 
 
+@pytest.mark.model
 def test_lazy_load_and_sharing(catalogue: dict[str, ModelSpec]) -> None:
     pool = _pool(catalogue)
     assert not pool.is_loaded(SMALL)
@@ -67,6 +68,7 @@ def test_lazy_load_and_sharing(catalogue: dict[str, ModelSpec]) -> None:
     pool.close()
 
 
+@pytest.mark.model
 def test_handle_is_unusable_after_release(catalogue: dict[str, ModelSpec]) -> None:
     pool = _pool(catalogue)
     with pool.acquire(SMALL) as model:
@@ -76,6 +78,7 @@ def test_handle_is_unusable_after_release(catalogue: dict[str, ModelSpec]) -> No
     pool.close()
 
 
+@pytest.mark.model
 def test_idle_eviction_spares_pinned(catalogue: dict[str, ModelSpec]) -> None:
     pinned = {
         **catalogue,
@@ -98,6 +101,7 @@ def test_idle_eviction_spares_pinned(catalogue: dict[str, ModelSpec]) -> None:
     pool.close()
 
 
+@pytest.mark.model
 def test_budget_evicts_least_recently_used(catalogue: dict[str, ModelSpec]) -> None:
     probe = _pool(catalogue)
     small, fim = probe.estimate(SMALL), probe.estimate(FIM)
@@ -111,6 +115,7 @@ def test_budget_evicts_least_recently_used(catalogue: dict[str, ModelSpec]) -> N
     pool.close()
 
 
+@pytest.mark.model
 def test_model_in_use_is_never_evicted(catalogue: dict[str, ModelSpec]) -> None:
     probe = _pool(catalogue)
     budget_mb = (max(probe.estimate(SMALL), probe.estimate(FIM)) + (64 << 20)) >> 20
@@ -135,6 +140,7 @@ def test_model_larger_than_budget_is_refused(catalogue: dict[str, ModelSpec]) ->
     pool.close()
 
 
+@pytest.mark.model
 def test_two_threads_on_one_model_are_serialized(catalogue: dict[str, ModelSpec]) -> None:
     pool = _pool(catalogue)
     inside, peak, results, errors = [0], [0], [], []
@@ -172,6 +178,7 @@ def test_unknown_model(catalogue: dict[str, ModelSpec]) -> None:
             pass
 
 
+@pytest.mark.model
 def test_missing_package_names_the_fix_and_pool_keeps_serving(
     catalogue: dict[str, ModelSpec], tmp_path: Path
 ) -> None:
@@ -201,6 +208,7 @@ def test_missing_path_model(catalogue: dict[str, ModelSpec], tmp_path: Path) -> 
             pass
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("damage", ["truncate", "garbage_header", "truncated_tensors"])
 def test_corrupt_file_is_named_with_fix(
     catalogue: dict[str, ModelSpec], tmp_path: Path, damage: str
@@ -262,6 +270,7 @@ def test_concurrent_assembly_is_safe(catalogue: dict[str, ModelSpec], tmp_path: 
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.model
 def test_gpu_offload_decision(catalogue: dict[str, ModelSpec]) -> None:
     layers, note = resolve_gpu_layers("auto")
     if supports_gpu_offload():
@@ -281,6 +290,7 @@ def test_gpu_offload_decision(catalogue: dict[str, ModelSpec]) -> None:
     pool.close()
 
 
+@pytest.mark.model
 def test_closed_pool_refuses(catalogue: dict[str, ModelSpec]) -> None:
     pool = _pool(catalogue)
     _generate(pool, SMALL)
@@ -290,6 +300,7 @@ def test_closed_pool_refuses(catalogue: dict[str, ModelSpec]) -> None:
         pass
 
 
+@pytest.mark.model
 def test_prefill_reuses_the_cache_and_stops_between_batches(
     catalogue: dict[str, ModelSpec],
 ) -> None:

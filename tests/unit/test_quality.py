@@ -184,6 +184,7 @@ def test_schema_caps_findings_and_lists_our_codes() -> None:
     assert {"mutable-default", "none-comparison", "unused-variable", "bare-except"} <= set(CODES)
 
 
+@pytest.mark.model
 def test_chat_contents_cannot_inject_special_tokens() -> None:
     seen: list[tuple[str, bool]] = []
 
@@ -495,7 +496,7 @@ def review(agent: QualityAgent, request: ReviewRequest) -> ReviewResult:
     return agent.review(request, threading.Event())
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_planted_bugs_are_found_on_their_lines(
     pool: ModelPool, tools: ToolExecutor, workspace: Path
 ) -> None:
@@ -527,7 +528,7 @@ def test_planted_bugs_are_found_on_their_lines(
             ast.parse(fixed)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_cache_and_severity_cap(pool: ModelPool, tools: ToolExecutor, workspace: Path) -> None:
     agent = QualityAgent(pool, QualityConfig(model=FAST, max_llm_severity="info"), tools)
     first = review(agent, save(workspace, "a.py", PLANTED, version=1))
@@ -548,7 +549,7 @@ def test_cache_and_severity_cap(pool: ModelPool, tools: ToolExecutor, workspace:
     assert after == before
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_twenty_reviews_give_valid_json(pool: ModelPool, workspace: Path) -> None:
     # Three findings at most: the 0.5B model otherwise lists ten for a ten-line file.
     quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
@@ -568,7 +569,7 @@ def test_twenty_reviews_give_valid_json(pool: ModelPool, workspace: Path) -> Non
     print(f"20 reviews in {time.perf_counter() - started:.1f} s")
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_cancel_stops_a_review_promptly(pool: ModelPool, workspace: Path) -> None:
     agent = QualityAgent(pool, QualityConfig(model=FAST), None)
     # Large enough that prompt evaluation alone takes several seconds.
@@ -600,7 +601,7 @@ def test_cancel_stops_a_review_promptly(pool: ModelPool, workspace: Path) -> Non
     assert not result.from_cache and agent.stats()["model_calls"] == 1
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_review_pauses_while_a_completion_runs(pool: ModelPool, workspace: Path) -> None:
     # Typing goes first: while an interactive request runs on another model (here announced on
     # a name the review does not use), the review computes nothing, then finishes normally.
@@ -626,7 +627,7 @@ def test_a_review_pauses_while_a_completion_runs(pool: ModelPool, workspace: Pat
     assert after["background_paused_s"] - before["background_paused_s"] >= 2.5
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_review_gives_its_model_up_to_a_completion(pool: ModelPool, workspace: Path) -> None:
     # Same model for both (the GPU default, and refactors with reviews): the completion gets the
     # model within a step of the review, which starts its call again afterwards.

@@ -699,21 +699,21 @@ def new_span(new: str, old_span: LineSpan, text: str = FIXTURE) -> list[str]:
     return lines[len(head) : len(lines) - tail]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_docstring(agent: RefactorAgent) -> None:
     _, new, _ = resolve(agent, "docstring", cursor("sizes = []"))
     function = next(n for n in ast.parse(new).body if isinstance(n, ast.FunctionDef))
     assert function.name == "total_size" and ast.get_docstring(function)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_type_hints(agent: RefactorAgent) -> None:
     _, new, _ = resolve(agent, "type-hints", cursor("result = 0"))
     function = next(n for n in ast.parse(new).body if isinstance(n, ast.FunctionDef))
     assert function.returns is not None and function.args.args[0].annotation is not None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_simplify_keeps_the_method_in_its_class(agent: RefactorAgent) -> None:
     _, new, span = resolve(agent, "simplify", cursor("lines = []"))
     report = next(n for n in ast.parse(new).body if isinstance(n, ast.ClassDef))
@@ -723,7 +723,7 @@ def test_simplify_keeps_the_method_in_its_class(agent: RefactorAgent) -> None:
     assert all(line.startswith("    ") for line in replaced)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_extract_function(agent: RefactorAgent) -> None:
     _, new, _ = resolve(agent, "extract-function", select("total = 0", "total += order.price"))
     functions = {n.name: n for n in ast.parse(new).body if isinstance(n, ast.FunctionDef)}
@@ -733,7 +733,7 @@ def test_extract_function(agent: RefactorAgent) -> None:
     assert helper in called
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_extract_function_from_a_method_keeps_self(agent: RefactorAgent) -> None:
     _, new, _ = resolve(agent, "extract-function", select("for row in self.rows", "lines.append"))
     report = next(n for n in ast.parse(new).body if isinstance(n, ast.ClassDef))
@@ -747,7 +747,7 @@ def test_extract_function_from_a_method_keeps_self(agent: RefactorAgent) -> None
     assert any(ast.unparse(c.func) == f"self.{helper.name}" for c in calls), new
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_comprehension(agent: RefactorAgent) -> None:
     _, new, span = resolve(agent, "comprehension", cursor("out[i] = i * i"))
     assert span == LineSpan(line_of("out = {}"), line_of("out[i] = i * i") + 1)
@@ -758,7 +758,7 @@ def test_comprehension(agent: RefactorAgent) -> None:
     assert not any(isinstance(n, ast.For) for n in ast.walk(squares))
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_explain(agent: RefactorAgent) -> None:
     result, _, span = resolve(agent, "explain", cursor("text = str(row)"))
     (edit,) = result.edits
@@ -768,7 +768,7 @@ def test_explain(agent: RefactorAgent) -> None:
     assert comments and all(line.startswith("    # ") for line in comments)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_fix_diagnostics(agent: RefactorAgent) -> None:
     text = FIXTURE.replace("    result = 0\n", "    reslt = 0\n")
     line = line_of("result = result + s", text)
@@ -789,7 +789,7 @@ def test_fix_diagnostics(agent: RefactorAgent) -> None:
     assert "result" in assigned or "reslt" not in new
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_rewrite_with_instruction(agent: RefactorAgent) -> None:
     offer = agent.list_actions(FIXTURE, "python", cursor("tax ="))
     assert next(o for o in offer if o.action == "rewrite").needs_instruction
@@ -799,14 +799,14 @@ def test_rewrite_with_instruction(agent: RefactorAgent) -> None:
     assert "vat" in new and "tax =" not in new
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_rewrite_without_instruction_asks_for_one(agent: RefactorAgent) -> None:
     request = ResolveRequest("rewrite", URI, FIXTURE, "python", cursor("tax ="))
     result = agent.resolve(request, threading.Event())
     assert result.edits == () and "needs an instruction" in result.message
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_user_defined_action_from_workspace(tmp_path: Path, pool: ModelPool) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -848,7 +848,7 @@ def test_user_defined_action_from_workspace(tmp_path: Path, pool: ModelPool) -> 
     assert "HELLO" in new
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_cancellation_stops_between_tokens(agent: RefactorAgent) -> None:
     cancel = threading.Event()
     cancelled_at: list[float] = []

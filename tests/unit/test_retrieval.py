@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from embedding_pool import embedding_pool
 
 from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
@@ -200,13 +199,6 @@ CHUNKS: dict[str, tuple[str, str]] = {
         "    return engine.connect()",
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[Embedder]:
-    pool = embedding_pool()
-    yield Embedder(pool)
-    pool.close()
 
 
 @pytest.fixture(scope="module")

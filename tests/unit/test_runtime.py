@@ -28,6 +28,7 @@ def test_gpu_backend_is_found_by_its_library(tmp_path: Path, files: list[str], g
     assert runtime.has_gpu_backend([tmp_path / "missing"]) is False
 
 
+@pytest.mark.model
 def test_installed_build_agrees_with_llama_cpp_and_cpu_builds_stay_lazy() -> None:
     # In a fresh process: whether the build can offload (asked of llama.cpp itself) must match
     # what was found without importing it, and on a CPU build nothing is imported early.

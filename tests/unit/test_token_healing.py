@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 
-import pytest
-from fim_pool import FIM, fim_pool
+from fim_pool import FIM
 
 from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
 from memlsp.agents.completion.token_healing import MAX_HEAL_CHARS, Vocabulary, split_for_healing
@@ -23,15 +21,8 @@ def test_tokens_that_finish_or_take_part_of_what_is_pending() -> None:
     assert vocabulary.piece(3) == b" build"
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ModelPool]:
-    pool = fim_pool()
-    yield pool
-    pool.close()
-
-
-def test_the_prompt_ends_at_the_token_boundary_before_the_word(pool: ModelPool) -> None:
-    with pool.acquire(FIM) as model:
+def test_the_prompt_ends_at_the_token_boundary_before_the_word(fim_model_pool: ModelPool) -> None:
+    with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
         pieces = Vocabulary([llama.detokenize([t]) for t in range(llama.n_vocab())])
 
@@ -64,17 +55,17 @@ def ask(generator: GeneratorAgent, prefix: str) -> tuple[str, int, int]:
     return suggestion.text, suggestion.prompt_tokens, suggestion.reused_tokens
 
 
-def test_a_word_cut_by_the_cursor_is_finished_not_restarted(pool: ModelPool) -> None:
+def test_a_word_cut_by_the_cursor_is_finished_not_restarted(fim_model_pool: ModelPool) -> None:
     prefix = "def area(width, height):\n    resu"
     # Without healing the 0.5B starts a new token after `resu` and writes `resu = ...`.
-    unhealed, _, _ = ask(agent(pool, False), prefix)
-    healed, _, _ = ask(agent(pool, True), prefix)
+    unhealed, _, _ = ask(agent(fim_model_pool, False), prefix)
+    healed, _, _ = ask(agent(fim_model_pool, True), prefix)
     assert not unhealed.startswith("lt")
     assert healed.startswith("lt =") and "width" in healed
 
 
-def test_each_key_in_one_word_reuses_the_whole_prompt(pool: ModelPool) -> None:
-    generator = agent(pool, True)
+def test_each_key_in_one_word_reuses_the_whole_prompt(fim_model_pool: ModelPool) -> None:
+    generator = agent(fim_model_pool, True)
     ask(generator, "def area(width, height):\n    res")
     text, prompt, reused = ask(generator, "def area(width, height):\n    resul")
     assert text.startswith("t")

@@ -29,11 +29,13 @@ from protocol_fuzzing import (
     units,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.model]
 
 OPTIONS: dict[str, Any] = {
     "agents": {"generator": {"model": FIM, "max_tokens": 16}, "quality": {"enabled": False}},
     "memory": {"enabled": False},
+    # test_twenty_megabyte_file wants the 20 MB document kept (the default limit is 8 MiB).
+    "server": {"max_document_bytes": 64 << 20},
 }
 PARSE_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND = -32700, -32602, -32601
 _names = itertools.count()
