@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
+from memlsp.base.languages import language_by_lsp_id
+
 __all__ = ["FIM_SPECIAL_TOKENS", "CompletionMode", "clean_completion", "decide_mode"]
 
 CompletionMode = Literal["single", "multi"]
@@ -45,55 +47,6 @@ _OPENERS = ("{", "(", "[", "=>")
 _CLOSERS = ")]}"
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 
-_HASH_COMMENT_LANGUAGES = frozenset(
-    {
-        "python",
-        "shellscript",
-        "bash",
-        "sh",
-        "zsh",
-        "fish",
-        "ruby",
-        "perl",
-        "r",
-        "yaml",
-        "toml",
-        "makefile",
-        "dockerfile",
-        "powershell",
-        "elixir",
-        "julia",
-        "nim",
-        "coffeescript",
-        "cmake",
-    }
-)
-_SLASH_COMMENT_LANGUAGES = frozenset(
-    {
-        "javascript",
-        "javascriptreact",
-        "typescript",
-        "typescriptreact",
-        "java",
-        "go",
-        "rust",
-        "c",
-        "cpp",
-        "csharp",
-        "kotlin",
-        "swift",
-        "scala",
-        "dart",
-        "objective-c",
-        "objective-cpp",
-        "groovy",
-        "zig",
-        "scss",
-        "less",
-        "jsonc",
-    }
-)
-_DASH_COMMENT_LANGUAGES = frozenset({"sql", "lua", "haskell", "elm", "ada"})
 # Rust's lifetimes ('a) would look like unclosed char literals, so only '"' quotes there.
 _DOUBLE_QUOTE_ONLY_LANGUAGES = frozenset({"rust"})
 # How far back `decide_mode` walks over blank/comment lines looking for the opener.
@@ -102,18 +55,11 @@ _TAB_WIDTH = 4
 
 
 def _comment_markers(language_id: str) -> tuple[str, ...]:
-    if language_id in _HASH_COMMENT_LANGUAGES:
-        return ("#",)
-    if language_id in _SLASH_COMMENT_LANGUAGES:
-        return ("//",)
-    if language_id in _DASH_COMMENT_LANGUAGES:
-        return ("--",)
-    if language_id == "php":
+    language = language_by_lsp_id(language_id)
+    if language is None or language.line_comments is None:
+        # Unknown markers: the two commonest; a false "comment" only makes a line single.
         return ("//", "#")
-    if language_id == "css":
-        return ()
-    # Unknown language: the two commonest markers; a false "comment" only makes a line single.
-    return ("//", "#")
+    return language.line_comments
 
 
 def _code_end(line: str, language_id: str) -> tuple[int, bool]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memlsp.base.edits import TextEdit
-from memlsp.base.languages import parser_for
+from memlsp.base.languages import language_by_lsp_id, parser_for
 
 __all__ = [
     "EditOutcome",
@@ -43,48 +43,8 @@ __all__ = [
     "syntax_errors",
 ]
 
-# LSP language ids -> tree-sitter grammars known to memlsp.memory.chunker.
-_GRAMMARS = {
-    "python": "python",
-    "javascript": "javascript",
-    "javascriptreact": "javascript",
-    "typescript": "typescript",
-    "typescriptreact": "tsx",
-    "go": "go",
-    "rust": "rust",
-    "java": "java",
-    "c": "c",
-    "cpp": "cpp",
-}
-_LINE_COMMENTS = {
-    **dict.fromkeys(
-        (
-            "c",
-            "cpp",
-            "csharp",
-            "go",
-            "java",
-            "javascript",
-            "javascriptreact",
-            "kotlin",
-            "rust",
-            "scala",
-            "swift",
-            "typescript",
-            "typescriptreact",
-            "php",
-            "dart",
-        ),
-        "//",
-    ),
-    **dict.fromkeys(
-        ("python", "shellscript", "ruby", "perl", "r", "yaml", "toml", "makefile", "dockerfile"),
-        "#",
-    ),
-    **dict.fromkeys(("sql", "lua", "haskell"), "--"),
-}
-# A line that starts an import, per language (single-line forms only: a multi-line import in a
-# rewrite stays where the model put it).
+# A line that starts an import, per grammar (the names of memlsp.base.languages; single-line
+# forms only: a multi-line import in a rewrite stays where the model put it).
 _IMPORT_LINE = {
     "python": re.compile(
         r"(import\s+[\w.]+(\s+as\s+\w+)?(\s*,\s*[\w.]+(\s+as\s+\w+)?)*"
@@ -98,8 +58,8 @@ _IMPORT_LINE = {
     "c": re.compile(r"#include\s*[<\"].+[>\"]$"),
     "cpp": re.compile(r"#include\s*[<\"].+[>\"]$"),
 }
-# Definitions whose name a rewrite must keep (a model that "simplifies" a function away, or
-# answers with only part of the code, is caught by this).
+# Definitions whose name a rewrite must keep, per grammar (a model that "simplifies" a function
+# away, or answers with only part of the code, is caught by this).
 _DEFINITIONS = {
     "python": frozenset({"function_definition", "class_definition"}),
     "javascript": frozenset(
@@ -206,12 +166,15 @@ def edit_to_json(edit: TextEdit) -> dict[str, Any]:
 
 
 def grammar_for(language_id: str) -> str | None:
-    return _GRAMMARS.get(language_id)
+    """The tree-sitter grammar of an LSP language id; None where memlsp parses none."""
+    language = language_by_lsp_id(language_id)
+    return language.grammar if language else None
 
 
 def comment_prefix(language_id: str) -> str | None:
     """The line-comment marker of a language; None where there is none (or it is unknown)."""
-    return _LINE_COMMENTS.get(language_id)
+    language = language_by_lsp_id(language_id)
+    return language.line_comments[0] if language and language.line_comments else None
 
 
 # -- extracting and re-indenting the model's code ---------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memlsp.base.languages import SYNTAX_LANGUAGES, language_for
+from memlsp.base.languages import SYNTAX_LANGUAGES, language_by_lsp_id, language_for
 from memlsp.memory.chunker import chunk_file
 from memlsp.memory.records import ChunkRecord
 
@@ -30,18 +30,14 @@ __all__ = [
     "snapshot",
 ]
 
-# LSP language ids that differ from the chunker's names.
-_LSP_LANGUAGES = {
-    "typescriptreact": "tsx",
-    "javascriptreact": "javascript",
-    "c++": "cpp",
-}
-
 
 def chunk_language(language_id: str, path: str) -> str | None:
-    """The chunker's language for an LSP language id (falling back to the file name)."""
-    name = _LSP_LANGUAGES.get(language_id, language_id)
-    return name if name in SYNTAX_LANGUAGES else language_for(path)
+    """The chunker's language for an LSP language id, or one of the chunker's own grammar names
+    (falling back to the file name)."""
+    language = language_by_lsp_id(language_id)
+    if language is not None and language.grammar:
+        return language.grammar
+    return language_id if language_id in SYNTAX_LANGUAGES else language_for(path)
 
 
 # Prose and data: a code reviewer's checklist means nothing there, and a small model asked

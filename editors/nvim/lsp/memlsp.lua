@@ -1,26 +1,10 @@
 -- Defaults for vim.lsp.enable("memlsp") without require("memlsp").setup() (Nvim 0.11+).
--- setup() overrides these with the options you pass and a detected server path.
+-- setup() overrides these with the options you pass and a detected server path. The filetypes
+-- and root markers are setup()'s defaults, kept once in lua/memlsp/config.lua.
+local defaults = require('memlsp.config').defaults
+
 return {
   cmd = { 'memlsp', 'serve' },
-  filetypes = {
-    'python',
-    'javascript',
-    'javascriptreact',
-    'typescript',
-    'typescriptreact',
-    'go',
-    'rust',
-    'java',
-    'c',
-    'cpp',
-  },
-  root_markers = {
-    '.memlsp.yaml',
-    '.git',
-    'pyproject.toml',
-    'setup.py',
-    'package.json',
-    'go.mod',
-    'Cargo.toml',
-  },
+  filetypes = vim.deepcopy(defaults.filetypes),
+  root_markers = vim.deepcopy(defaults.root_markers),
 }

@@ -18,19 +18,6 @@ const CLIENT_ONLY = new Set(['serverPath', 'enabledLanguages', 'trace']);
 /** Settings that need a new client (a new process or a new document selector) when changed. */
 export const RESTART_KEYS = ['serverPath', 'enabledLanguages'].map((k) => `${SECTION}.${k}`);
 
-export const DEFAULT_LANGUAGES = [
-  'python',
-  'javascript',
-  'javascriptreact',
-  'typescript',
-  'typescriptreact',
-  'go',
-  'rust',
-  'java',
-  'c',
-  'cpp',
-];
-
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type Settings = { [key: string]: Json };
 
@@ -88,9 +75,14 @@ export function serverSettings(scope?: vscode.ConfigurationScope): Settings {
 }
 
 export function enabledLanguages(): string[] {
-  const value = vscode.workspace.getConfiguration(SECTION).get<unknown>('enabledLanguages');
+  const config = vscode.workspace.getConfiguration(SECTION);
+  let value = config.get<unknown>('enabledLanguages');
   if (!Array.isArray(value)) {
-    return DEFAULT_LANGUAGES;
+    // Not a list (a hand-edited settings.json): the default, kept once in package.json.
+    value = config.inspect<unknown>('enabledLanguages')?.defaultValue;
+  }
+  if (!Array.isArray(value)) {
+    return [];
   }
   return value.filter((v): v is string => typeof v === 'string' && v.trim() !== '');
 }
