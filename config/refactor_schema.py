@@ -57,7 +57,10 @@ class RefactorAction:
 
     name: str = field(default="", metadata={"doc": "the entry's key"})
     title: str = field(default="", metadata={"doc": "shown in the light bulb; empty: the name"})
-    kind: str = field(default="refactor.rewrite", metadata=_choice(*ACTION_KINDS))
+    kind: str = field(
+        default="refactor.rewrite",
+        metadata=_choice(*ACTION_KINDS, doc="the LSP code action kind clients group it under"),
+    )
     prompt: str = field(
         default="",
         metadata={"doc": "user message; placeholders: " + ", ".join(PROMPT_PLACEHOLDERS)},
@@ -102,7 +105,7 @@ class RefactorAction:
     takes_instruction: bool = field(
         default=False, metadata={"doc": "needs the user's instruction ({instruction})"}
     )
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"doc": "false: not offered"})
 
     @property
     def label(self) -> str:
@@ -129,7 +132,7 @@ def _builtin_actions() -> dict[str, RefactorAction]:
 
 @dataclass(frozen=True)
 class RefactorConfig:
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"doc": "offer model refactors as code actions"})
     model: str = field(default="qwen2.5-coder-1.5b", metadata={"doc": "catalogue name"})
     max_tokens: int = field(default=2048, metadata=_number(16, 8192, "longest answer"))
     max_target_lines: int = field(

@@ -1,7 +1,7 @@
 """Sentence embeddings for the workspace memory, from a GGUF model in the shared model pool.
 
 Blocking: callers run it in worker threads. Texts are embedded one per llama.cpp call (faster
-than batches on CPU here, GUIDE §7), and the model is taken from the pool for each text, so a
+than batches of 8 on a 2-core CPU), and the model is taken from the pool for each text, so a
 search's query waits behind one chunk at most, never behind a whole file being indexed.
 """
 

@@ -1,6 +1,6 @@
 """BM25 over the identifiers of the stored chunks: the lexical half of retrieval.
 
-MiniLM is a text model and code lives on identifiers (GUIDE §7): a rare name like
+MiniLM is a text model and code lives on identifiers: a rare name like
 ``parse_frame_header`` is found here when the vectors miss it. Terms are ``chunker.identifiers``
 (whole identifiers plus their snake/camel parts, lower-cased). The name a chunk defines counts
 SYMBOL_BOOST extra times, so a definition outranks the code that merely calls it (on networkx, a

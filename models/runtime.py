@@ -3,7 +3,7 @@
 Importing llama_cpp costs time, so it happens on first model load (in a worker thread), never at
 server start-up. Its C logger is redirected to Python logging: llama-cpp-python's own callback
 writes to stderr with an off-by-one level map, and with ``verbose=False`` it blanks fd 1 and 2 for
-the whole process during a load (GUIDE §5), which would eat JSON-RPC output. So we load with
+the whole process for about a second during a load, which would eat JSON-RPC output. So we load with
 ``verbose=True`` and let this callback decide what is worth logging.
 """
 

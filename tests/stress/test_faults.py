@@ -43,7 +43,7 @@ FILES = 300
 INDEX_TIMEOUT = 300
 PROGRESS = re.compile(rb"(\d+)/(\d+) files")
 
-# What the faults did, for the README's Reliability section (printed at the end of the run).
+# What the faults did, for docs/reliability.md (printed at the end of the run).
 TALLY: dict[str, int] = {"faults_injected": 0, "faults_survived": 0, "chunks_lost": 0}
 
 
