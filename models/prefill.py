@@ -1,7 +1,8 @@
 """Prompt evaluation that can stop: llama.cpp evaluates a prompt in one blocking call, so a
 long prompt (a review, a refactor) would hold the model for seconds after its request was
 cancelled. Evaluating in small batches, and only what the KV cache does not hold already,
-bounds that to one batch."""
+bounds that to one batch. With ``reuse_min_chunk``, cached runs that a deletion only moved are
+kept too (``kv_reuse``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from memlsp.models.kv_reuse import drop_after, keep_shifted_runs
 from memlsp.models.kv_states import common_prefix
 from memlsp.models.priority import BackgroundPacer
 
@@ -27,22 +29,32 @@ def prefill(
     last_for_logits: bool = False,
     batch: int = PREFILL_BATCH,
     pacer: BackgroundPacer | None = None,
+    reuse_min_chunk: int = 0,
 ) -> int | None:
     """Bring ``llama``'s KV cache to ``tokens``; returns how many were reused from it, or
     None when ``cancel`` was set (the cache then holds a valid prefix of ``tokens``).
 
     ``last_for_logits``: evaluate the last token even when cached, for a caller that samples
     from the logits itself (llama-cpp-python's own completion replays it when it needs to).
-    ``pacer``: background work; each batch waits while interactive work runs (``priority``)."""
+    ``pacer``: background work; each batch waits while interactive work runs (``priority``).
+    ``reuse_min_chunk``: past the common prefix, also keep cached runs of at least this many
+    tokens by shifting them over deleted ones (``kv_reuse``); 0: off."""
     common = common_prefix(llama, tokens)
     if last_for_logits:
         common = min(common, len(tokens) - 1)
     elif common == len(tokens):
         return common
-    llama.n_tokens = common  # eval() drops the KV cache past this point
-    for start in range(common, len(tokens), batch):
+    kept = common
+    if reuse_min_chunk > 0:  # one token left to evaluate: its decode applies the shift
+        kept = keep_shifted_runs(
+            llama, tokens, common, min_run=reuse_min_chunk, limit=len(tokens) - 1
+        )
+    llama.n_tokens = kept  # eval() drops the KV cache past this point
+    for start in range(kept, len(tokens), batch):
         with pacer.step() if pacer else contextlib.nullcontext():
             if cancel.is_set():  # also set while the pacer waited
+                if start == kept > common:  # shifted keys not re-rotated yet: not a state
+                    drop_after(llama, common)
                 return None
             llama.eval(list(tokens[start : start + batch]))
-    return common
+    return kept

@@ -5,7 +5,9 @@ of the current suggestion) without touching a model, cheap enough for the event 
 ``complete`` runs the model and blocks: call it in a worker thread. It decodes greedily with its
 own loop so it can stop between tokens (cancellation, end of line, end of block) and evaluate the
 prompt in small batches, checking for cancellation between them: a superseded request releases the
-model within one batch instead of after a whole prompt.
+model within one batch instead of after a whole prompt. Tokens guessed from the prompt are
+checked in batches (agents/completion/draft.py: the same text, faster), and past
+``max_predict_ms`` the answer ends at a line end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_above
 from memlsp.agents.completion.completion_cache import CompletionCache
+from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLookup
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
 from memlsp.agents.completion.fim_prompt import FimPromptBuilder, FimSpecialIds
 from memlsp.agents.completion.postprocess import CompletionMode, clean_completion, decide_mode
@@ -73,6 +76,9 @@ class GeneratorStats:
     generated_tokens: int = 0
     asked_again: int = 0  # blank-line prompts cut at the line above that gave nothing
     ended_at_fence: int = 0  # answers the model ended with a markdown fence (agents.fences)
+    drafted_tokens: int = 0  # guessed tokens checked in batches (agents.generator.draft)
+    accepted_drafts: int = 0  # of which right
+    timed_out: int = 0  # answers cut at a line end by agents.generator.max_predict_ms
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -257,12 +263,17 @@ class GeneratorAgent:
                 fences_after=None
                 if request.language_id in PROSE_LANGUAGES
                 else model_prefix.rsplit("\n", 1)[-1],
+                draft=config.draft,
+                max_predict_ms=config.max_predict_ms,
+                kv_reuse_min_tokens=config.kv_reuse_min_tokens,
             )
         except Cancelled:  # stopped in the prompt or between tokens: count it too
             raise self._cancelled() from None
-        if decoded.fenced:
-            with self._lock:
-                self._stats.ended_at_fence += 1
+        with self._lock:
+            self._stats.ended_at_fence += decoded.fenced
+            self._stats.drafted_tokens += decoded.drafted
+            self._stats.accepted_drafts += decoded.accepted
+            self._stats.timed_out += decoded.timed_out
         return decoded.text, (len(prompt.tokens), decoded.reused, decoded.generated)
 
     def forget(self, doc_key: str) -> None:
@@ -289,6 +300,9 @@ class GeneratorAgent:
                 "context_kept": self._sticky.kept,
                 "asked_again": s.asked_again,
                 "ended_at_fence": s.ended_at_fence,
+                "drafted_tokens": s.drafted_tokens,
+                "accepted_drafts": s.accepted_drafts,
+                "timed_out": s.timed_out,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients
@@ -362,6 +376,110 @@ class Decoded(NamedTuple):
     reused: int  # prompt tokens found in the KV cache
     generated: int
     fenced: bool = False  # a markdown fence ended it (agents.fences)
+    drafted: int = 0  # guessed tokens checked (agents.generator.draft)
+    accepted: int = 0  # of which right: each spared one evaluation
+    timed_out: bool = False  # agents.generator.max_predict_ms cut it at a line end
+    tokens: tuple[int, ...] = ()  # the tokens picked, healed ones included
+
+
+class _Greedy:
+    """What greedy decoding does with each token picked: the stop rules and the output.
+
+    The plain loop and the drafting loop both feed every token through here, one by one, so
+    they stop at the same token and give the same text."""
+
+    def __init__(
+        self,
+        lib: Any,
+        llama: Any,
+        stops: frozenset[int],
+        mode: CompletionMode,
+        max_lines: int,
+        line_start: str,
+        *,
+        budget: int,
+        pending: bytes,
+        vocabulary: Vocabulary | None,
+        fences_after: str | None,
+        max_predict_ms: int,
+    ) -> None:
+        self._lib = lib
+        self._llama = llama
+        self._vocab = lib.llama_model_get_vocab(llama.model)
+        self._n_vocab = int(llama.n_vocab())
+        self._stops = stops
+        self._mode = mode
+        self._max_lines = max_lines
+        self._line_start = line_start
+        self._budget = budget
+        self._vocabulary = vocabulary
+        self._fences_after = fences_after.encode("utf-8") if fences_after is not None else None
+        self._deadline = time.perf_counter() + max_predict_ms / 1000 if max_predict_ms > 0 else None
+        self.pending = pending if vocabulary is not None else b""
+        self.out = bytearray()
+        self.tokens: list[int] = []
+        self.generated = 0
+        self.fenced = False
+        self.timed_out = False
+        self.gave_up = False  # no token fits the healed bytes
+
+    @property
+    def room(self) -> int:
+        """Tokens it may still take."""
+        return self._budget - self.generated
+
+    def step(self) -> int | None:
+        """Pick from the logits of the last token evaluated: the token to evaluate next, or
+        None when the answer is complete."""
+        logits = np.ctypeslib.as_array(
+            self._lib.llama_get_logits_ith(self._llama.ctx, -1), shape=(self._n_vocab,)
+        )
+        if self.pending and self._vocabulary is not None:
+            fitting = self._vocabulary.allowed(self.pending)
+            if not len(fitting):  # no token fits (cannot happen with byte tokens): give up
+                self.gave_up = True
+                return None
+            token = int(fitting[int(np.argmax(logits[fitting]))])
+            piece = self._vocabulary.piece(token)
+            self.pending = self.pending[len(piece) :] if self.pending.startswith(piece) else b""
+            return self._append(token, piece)
+        return self.take(int(np.argmax(logits)))
+
+    def take(self, token: int) -> int | None:
+        """The argmax ``token``, picked with nothing pending: as ``step``."""
+        if token in self._stops or self._lib.llama_vocab_is_eog(self._vocab, token):
+            return None
+        piece = self._llama.detokenize([token])
+        if self._fences_after is not None:
+            line_so_far = (self._fences_after + self.out).rsplit(b"\n", 1)[-1]
+            if opens_fence(line_so_far, piece):
+                self.fenced = True
+                return None
+        return self._append(token, piece)
+
+    def _append(self, token: int, piece: bytes) -> int | None:
+        self.out += piece
+        self.tokens.append(token)
+        self.generated += 1
+        if self.pending:
+            return token if self.room > 0 else None
+        text = self.out.decode("utf-8", errors="ignore")
+        if should_stop(text, self._mode, self._max_lines, self._line_start):
+            return None
+        if self._deadline is not None and time.perf_counter() >= self._deadline:
+            # Out of time: end at the last line break after some text. Before the first one,
+            # go on: a line in progress is worth finishing, half a line is not.
+            end = self.out.rfind(b"\n")
+            if end > 0 and self.out[:end].strip():
+                del self.out[end:]
+                self.timed_out = True
+                return None
+        return token if self.room > 0 else None
+
+    def text(self, heal: bytes) -> str:
+        text = self.out.decode("utf-8", errors="ignore")
+        healed = heal.decode("utf-8", errors="ignore")
+        return text[len(healed) :] if text.startswith(healed) else ""
 
 
 def _decode(
@@ -380,13 +498,19 @@ def _decode(
     heal: bytes = b"",
     vocabulary: Vocabulary | None = None,
     fences_after: str | None = None,
+    draft: str = "off",
+    max_predict_ms: int = 0,
+    kv_reuse_min_tokens: int = 0,
 ) -> Decoded:
     """Greedy decoding with early stops.
 
     ``heal``: bytes the output must start with (agents.token_healing), chosen among the tokens
     that fit them; the text returned is what follows them. ``fences_after``: in code, the
     prompt's last line; a token that opens a markdown fence at a line start then ends the answer
-    (agents.fences)."""
+    (agents.fences). ``draft``: "prompt-lookup" checks guessed tokens in batches (same text,
+    agents.completion.draft). ``max_predict_ms``: past this much time after the prompt, end at
+    the last line break that follows some text (0: no limit). ``kv_reuse_min_tokens``: cached
+    runs kept across a deletion by shifting them (models.kv_reuse; 0: off)."""
     from memlsp.models.runtime import llama_cpp
 
     lib = llama_cpp()
@@ -395,7 +519,9 @@ def _decode(
     if len(tokens) > room:  # keep the end: the FIM part matters most
         tokens = tokens[-room:]
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
-    reused = prefill(llama, tokens, cancel, last_for_logits=True)
+    reused = prefill(
+        llama, tokens, cancel, last_for_logits=True, reuse_min_chunk=kv_reuse_min_tokens
+    )
     log.debug(
         "prompt of %s: %d tokens (%d context), %s, %d from a saved state",
         doc_key,
@@ -406,44 +532,62 @@ def _decode(
     )
     if reused is None:
         raise Cancelled()
-    vocab = lib.llama_model_get_vocab(llama.model)
-    n_vocab = llama.n_vocab()
-    out = bytearray()
-    generated = 0
-    fenced = False
     pending = heal if vocabulary is not None else b""
-    for _ in range(max_tokens + len(pending)):
-        if cancel.is_set():
-            raise Cancelled()
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llama.ctx, -1), shape=(n_vocab,))
-        if pending and vocabulary is not None:
-            fitting = vocabulary.allowed(pending)
-            if not len(fitting):  # no token fits (cannot happen with byte tokens): give up
-                return Decoded("", reused, generated)
-            token = int(fitting[int(np.argmax(logits[fitting]))])
-            piece = vocabulary.piece(token)
-            pending = pending[len(piece) :] if pending.startswith(piece) else b""
-        else:
-            token = int(np.argmax(logits))
-            if token in stops or lib.llama_vocab_is_eog(vocab, token):
-                break
-            piece = llama.detokenize([token])
-            if fences_after is not None:
-                line_so_far = (fences_after.encode("utf-8") + out).rsplit(b"\n", 1)[-1]
-                if opens_fence(line_so_far, piece):
-                    fenced = True
+    greedy = _Greedy(
+        lib,
+        llama,
+        stops,
+        mode,
+        max_lines,
+        line_start,
+        budget=max_tokens + len(pending),
+        pending=pending,
+        vocabulary=vocabulary,
+        fences_after=fences_after,
+        max_predict_ms=max_predict_ms,
+    )
+    lookup = PromptLookup(tokens, capacity=max_tokens + len(pending)) if draft != "off" else None
+    drafted = accepted = 0
+    with BatchVerifier(lib, llama, MAX_DRAFT + 1) as verifier:
+        token = greedy.step()
+        while token is not None:
+            if cancel.is_set():
+                raise Cancelled()
+            guesses: list[int] = []
+            if lookup is not None:
+                lookup.append(token)
+                # Not while healing: those tokens are chosen among the fitting ones only.
+                if not greedy.pending:
+                    guesses = lookup.propose(greedy.room - 1)
+            if not guesses:
+                llama.eval([token])
+                token = greedy.step()
+                continue
+            drafted += len(guesses)
+            picks = verifier.argmaxes([token, *guesses])
+            right = 0
+            for pick, guess in zip(picks, [*guesses, None], strict=True):
+                token = greedy.take(pick)
+                if token is None or pick != guess:
                     break
-        out += piece
-        generated += 1
-        if not pending and should_stop(
-            out.decode("utf-8", errors="ignore"), mode, max_lines, line_start
-        ):
-            break
-        llama.eval([token])
-    text = out.decode("utf-8", errors="ignore")
-    healed = heal.decode("utf-8", errors="ignore")
-    text = text[len(healed) :] if text.startswith(healed) else ""
-    return Decoded(text, reused, generated, fenced)
+                right += 1
+                lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
+            # ``token``, when not None, is a wrong guess's correction: not evaluated yet.
+            verifier.keep(1 + right)
+            lookup.checked(len(guesses), right)  # type: ignore[union-attr]
+            accepted += right
+    if greedy.gave_up:
+        return Decoded("", reused, greedy.generated)
+    return Decoded(
+        greedy.text(heal),
+        reused,
+        greedy.generated,
+        greedy.fenced,
+        drafted,
+        accepted,
+        greedy.timed_out,
+        tuple(greedy.tokens),
+    )
 
 
 def _indent(line: str) -> int:

@@ -37,7 +37,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 async def client(lsp_client: LanguageClient, workspace: Path):  # type: ignore[no-untyped-def]
     started = time.perf_counter()
-    result = await initialize(lsp_client, workspace, agents={"generator": {"model": FIM}})
+    # No time cap on generation: a loaded machine must not cut the lines the tests check.
+    generator = {"model": FIM, "max_predict_ms": 0}
+    result = await initialize(lsp_client, workspace, agents={"generator": generator})
     lsp_client.initialize_seconds = time.perf_counter() - started  # type: ignore[attr-defined]
     lsp_client.capabilities_result = result  # type: ignore[attr-defined]
     yield lsp_client

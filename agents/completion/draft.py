@@ -1,0 +1,154 @@
+"""Prompt-lookup drafts for the greedy completion loop.
+
+Code repeats itself: a completion often copies a run of tokens that the prompt already holds
+(an argument list, a call written above, the line after the cursor). When the last tokens
+decoded also occur earlier in the prompt or the output, the tokens that followed them there are
+a cheap guess at what comes next. The guesses go through the model in one batch with the token
+just picked; each position's argmax says whether the guess there was right, so the text is the
+one plain greedy decoding gives, and each right guess saves one single-token evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["DRAFT_MODES", "BatchVerifier", "PromptLookup"]
+
+DRAFT_MODES = ("prompt-lookup", "off")
+
+# The longest and shortest run of last tokens looked up. A single token matches almost
+# anywhere, so its guesses are rarely right and each wrong one costs a bigger batch.
+MAX_NGRAM = 4
+MIN_NGRAM = 2
+# Tokens guessed at once. On 2 CPU cores a batch is not free (0.5B, 1 token: 41 ms, 2: 52 ms,
+# 3: 80 ms, 7: 122 ms), and most guesses are right for one or two tokens only: start with one,
+# double while every guess is right, back to one at the first wrong one.
+MAX_DRAFT = 6
+FIRST_DRAFT = 1
+
+
+class PromptLookup:
+    """Proposes what followed the most recent earlier occurrence of the last tokens."""
+
+    def __init__(
+        self,
+        prompt: Sequence[int],
+        *,
+        capacity: int,
+        max_ngram: int = MAX_NGRAM,
+        min_ngram: int = MIN_NGRAM,
+        max_draft: int = MAX_DRAFT,
+        first_draft: int = FIRST_DRAFT,
+    ) -> None:
+        """``capacity``: the most tokens the output may add to the prompt."""
+        self._tokens = np.zeros(len(prompt) + capacity, dtype=np.int64)
+        self._tokens[: len(prompt)] = prompt
+        self._length = len(prompt)
+        self.max_ngram = max_ngram
+        self.min_ngram = min_ngram
+        self.max_draft = max_draft
+        self.first_draft = first_draft
+        self._draft = min(first_draft, max_draft)  # the next guess's length
+
+    def append(self, token: int) -> None:
+        if self._length == len(self._tokens):  # more than announced: grow rather than fail
+            self._tokens = np.concatenate([self._tokens, np.zeros_like(self._tokens)])
+        self._tokens[self._length] = token
+        self._length += 1
+
+    def propose(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens guessed to follow (fewer after wrong guesses, see ``checked``);
+        [] when nothing matches.
+
+        The longest run of last tokens that occurs before wins; among its occurrences the most
+        recent (nearest the cursor: the suffix and the output itself, then the prefix)."""
+        limit = min(limit, self._draft)
+        if limit <= 0:
+            return []
+        tokens = self._tokens[: self._length]
+        # Earlier occurrences start before the last token, so each has at least one follower.
+        earlier = tokens[:-1]
+        for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
+            windows = sliding_window_view(earlier, n)
+            starts = np.flatnonzero((windows == tokens[-n:]).all(axis=1))
+            if starts.size:
+                follow = int(starts[-1]) + n
+                return [int(t) for t in tokens[follow : follow + limit]]
+        return []
+
+    def checked(self, drafted: int, right: int) -> None:
+        """How the last guess went: all right doubles the next length, else it starts over."""
+        if right >= drafted:
+            self._draft = min(2 * self._draft, self.max_draft)
+        else:
+            self._draft = min(self.first_draft, self.max_draft)
+
+
+class BatchVerifier:
+    """Evaluates a token and the guesses after it in one batch, with logits at every position.
+
+    Keeps the ``Llama`` object's record (``n_tokens``, ``input_ids``) equal to what its KV cache
+    holds, so its own ``eval`` and the prompt reuse of the next request stay right."""
+
+    def __init__(self, lib: ModuleType, llama: Any, capacity: int) -> None:
+        self._lib = lib
+        self._llama = llama
+        self._capacity = capacity
+        self._batch = lib.llama_batch_init(capacity, 0, 1)
+        self._n_vocab = int(llama.n_vocab())
+        self._start = 0  # where the last batch began
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+
+    def __enter__(self) -> BatchVerifier:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def argmaxes(self, tokens: Sequence[int]) -> list[int]:
+        """Evaluate ``tokens`` after what the cache holds; the argmax after each of them.
+
+        The cache then holds all of ``tokens``: ``keep`` drops the guesses found wrong."""
+        if not 0 < len(tokens) <= self._capacity:
+            raise ValueError(f"{len(tokens)} tokens for a batch of {self._capacity}")
+        lib, llama, batch = self._lib, self._llama, self._batch
+        start = self._start = int(llama.n_tokens)
+        if start + len(tokens) > llama.n_ctx():
+            raise ValueError("the batch does not fit in the context")
+        # Whatever the cache holds past the record (an earlier batch's rejected guesses) goes.
+        self._drop_from(start)
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = start + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        status = lib.llama_decode(llama.ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        llama.input_ids[start : start + len(tokens)] = tokens
+        llama.n_tokens = start + len(tokens)
+        picks = []
+        for i in range(len(tokens)):
+            row = lib.llama_get_logits_ith(llama.ctx, i)
+            picks.append(int(np.argmax(np.ctypeslib.as_array(row, shape=(self._n_vocab,)))))
+        return picks
+
+    def keep(self, count: int) -> None:
+        """Keep the first ``count`` tokens of the last batch in the cache, drop the rest."""
+        self._llama.n_tokens = self._start + count
+        self._drop_from(self._start + count)
+
+    def _drop_from(self, position: int) -> None:
+        lib = self._lib
+        lib.llama_memory_seq_rm(lib.llama_get_memory(self._llama.ctx), -1, position, -1)

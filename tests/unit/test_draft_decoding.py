@@ -1,0 +1,188 @@
+"""Prompt-lookup drafts (agents/completion/draft.py) give exactly the text and tokens of plain
+greedy decoding, on the real 0.5B; and the generation time cap (max_predict_ms) ends at a line."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+
+import pytest
+from fim_pool import FIM, fim_pool
+
+from memlsp.agents.completion.draft import PromptLookup
+from memlsp.agents.completion.generator import (
+    Decoded,
+    GeneratorAgent,
+    InlineRequest,
+    _decode,
+)
+from memlsp.agents.completion.postprocess import CompletionMode
+from memlsp.config import Config
+from memlsp.models import ModelPool
+from memlsp.models.kv_states import KvStates
+
+
+def test_the_longest_recent_run_wins() -> None:
+    lookup = PromptLookup(
+        [1, 2, 3, 9, 1, 2, 7, 8, 5, 2], capacity=8, max_ngram=3, min_ngram=1, first_draft=6
+    )
+    # Only `2` matches: its most recent earlier occurrence is followed by 7 8 5 2.
+    assert lookup.propose(3) == [7, 8, 5]
+    lookup.append(3)  # `2 3` matches at the start, rather than a nearer lone `3`
+    assert lookup.propose(4) == [9, 1, 2, 7]
+    # `9 1 2` (the longest run) beats the more recent `1 2` followed by 8.
+    lookup = PromptLookup([9, 1, 2, 7, 1, 2, 8, 5, 9, 1, 2], capacity=0, min_ngram=1, first_draft=2)
+    assert lookup.propose(2) == [7, 1]
+
+
+def test_nothing_to_propose() -> None:
+    lookup = PromptLookup([1, 2, 3, 4], capacity=4, min_ngram=2)
+    assert lookup.propose(5) == []  # `3 4` occurs nowhere before
+    assert PromptLookup([5], capacity=1, min_ngram=1).propose(3) == []
+    lookup = PromptLookup([1, 2, 1, 2], capacity=0, min_ngram=2, max_draft=1)
+    assert lookup.propose(0) == []
+    assert lookup.propose(9) == [1]  # at most max_draft
+    lookup.checked(1, 1)  # right: the next may be longer, up to max_draft
+    assert lookup.propose(9) == [1]
+    lookup.append(7)  # past the announced capacity: it grows
+    lookup.append(8)
+    assert lookup.propose(3) == []
+
+
+def test_the_guesses_grow_while_right() -> None:
+    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 1, 2], capacity=0, max_draft=4)
+    assert lookup.propose(9) == [3]
+    lookup.checked(1, 1)
+    assert lookup.propose(9) == [3, 4]
+    lookup.checked(2, 2)
+    assert lookup.propose(9) == [3, 4, 5, 6]
+    lookup.checked(4, 4)
+    assert lookup.propose(9) == [3, 4, 5, 6]  # max_draft
+    assert lookup.propose(2) == [3, 4]  # the caller's limit
+    lookup.checked(4, 3)
+    assert lookup.propose(9) == [3]
+
+
+def test_the_run_may_overlap_the_end() -> None:
+    lookup = PromptLookup([4, 4, 4, 4], capacity=2, min_ngram=2, max_ngram=2, first_draft=5)
+    assert lookup.propose(5) == [4]  # `4 4` last seen at 1, followed by the final 4
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ModelPool]:
+    pool = fim_pool()
+    yield pool
+    pool.close()
+
+
+# Code that repeats itself, the cursor where a repetition starts; with the mode to decode in.
+PROMPTS: list[tuple[str, str, CompletionMode]] = [
+    (
+        "def area(shape):\n"
+        "    if shape.kind == 'square':\n"
+        "        return shape.width * shape.width\n"
+        "    if shape.kind == 'rectangle':\n"
+        "        return shape.width * shape.height\n"
+        "    if shape.kind == 'circle':\n",
+        "\n    raise ValueError(shape.kind)\n",
+        "multi",
+    ),
+    (
+        "class Point:\n    def __init__(self, x, y, z):\n",
+        "\n    def __repr__(self):\n"
+        "        return f'Point(x={self.x!r}, y={self.y!r}, z={self.z!r})'\n",
+        "multi",
+    ),
+    (
+        "SETTINGS = {\n"
+        "    'host': os.environ.get('APP_HOST', 'localhost'),\n"
+        "    'port': os.environ.get('APP_PORT', '8080'),\n"
+        "    'user': ",
+        "\n}\n",
+        "single",
+    ),
+    (
+        "import logging\n\nlog = logging.getLogger(__name__)\n\n\n"
+        "def load(path):\n    log.debug('loading %s', path)\n    with open(path) as f:\n"
+        "        return f.read()\n\n\ndef save(path, text):\n",
+        "\n",
+        "multi",
+    ),
+]
+
+
+def run(
+    pool: ModelPool, prefix: str, suffix: str, mode: CompletionMode, *, draft: str, cap: int = 0
+) -> Decoded:
+    with pool.acquire(FIM) as model:
+        llama = model.llama
+        special = {
+            name: int(llama.tokenize(f"<|fim_{name}|>".encode(), add_bos=False, special=True)[0])
+            for name in ("prefix", "suffix", "middle", "pad")
+        }
+        text = f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+        tokens = list(llama.tokenize(text.encode(), add_bos=False, special=True))
+        llama.n_tokens = 0  # each run from a cold cache: both ways see the same prefill
+        return _decode(
+            model,
+            KvStates(0),
+            "file:///t.py",
+            tokens,
+            0,
+            frozenset(special.values()),
+            mode,
+            64,
+            8,
+            prefix.rsplit("\n", 1)[-1],
+            threading.Event(),
+            draft=draft,
+            max_predict_ms=cap,
+        )
+
+
+@pytest.mark.model
+def test_drafts_give_the_text_and_tokens_of_plain_greedy(pool: ModelPool) -> None:
+    drafted = accepted = 0
+    for prefix, suffix, mode in PROMPTS:
+        plain = run(pool, prefix, suffix, mode, draft="off")
+        drafting = run(pool, prefix, suffix, mode, draft="prompt-lookup")
+        assert plain.drafted == 0
+        assert drafting.tokens == plain.tokens, prefix
+        assert drafting.text == plain.text and plain.text.strip(), prefix
+        assert drafting.generated == plain.generated
+        drafted += drafting.drafted
+        accepted += drafting.accepted
+    assert accepted >= 5, (accepted, drafted)  # the guesses were used, not only checked
+
+
+def agent(pool: ModelPool, **changes: object) -> GeneratorAgent:
+    config = dataclasses.replace(Config().agents.generator, context_tokens=0, **changes)
+    return GeneratorAgent(pool, config, FIM)
+
+
+@pytest.mark.model
+def test_the_agent_answers_the_same_with_drafts_and_healing(pool: ModelPool) -> None:
+    # The cursor inside a word: the first tokens are healed ones, not drafted.
+    prefix = PROMPTS[0][0] + "        return shape.wid"
+    request = InlineRequest("file:///t.py", "t.py", "python", prefix, PROMPTS[0][1])
+    plain = agent(pool, draft="off", max_predict_ms=0).complete(request, threading.Event())
+    drafting = agent(pool, draft="prompt-lookup", max_predict_ms=0)
+    assert drafting.complete(request, threading.Event()).text == plain.text
+    assert plain.text.startswith("th * shape.")
+    assert drafting.stats()["accepted_drafts"] >= 1
+
+
+@pytest.mark.model
+def test_past_the_time_cap_generation_ends_at_a_line(pool: ModelPool) -> None:
+    prefix, suffix, mode = PROMPTS[1]
+    whole = run(pool, prefix, suffix, mode, draft="off")
+    lines = whole.text.split("\n")
+    assert len([line for line in lines if line.strip()]) >= 2 and not whole.timed_out
+    cut = run(pool, prefix, suffix, mode, draft="off", cap=1)
+    # The first line is finished, then it stops: the text is whole lines of the uncut answer.
+    assert cut.timed_out and cut.text.strip()
+    assert cut.text == "\n".join(lines[: len(cut.text.split("\n"))])
+    assert len(cut.text) < len(whole.text.rstrip("\n"))
+    drafted = run(pool, prefix, suffix, mode, draft="prompt-lookup", cap=1)
+    assert drafted.timed_out and drafted.text == cut.text  # no line is complete any sooner
