@@ -166,9 +166,6 @@ class RefactorAgent:
         self.pool = pool
         self.config = config
 
-    def reconfigure(self, config: RefactorConfig) -> None:
-        self.config = config
-
     # -- listing (instant) ----------------------------------------------------------------
 
     def list_actions(

@@ -19,6 +19,7 @@ from memlsp.base.context import ContextRequest
 from memlsp.models import ModelError
 from memlsp.server.lsp.acceptance import ACCEPT_COMMAND, AcceptanceStats
 from memlsp.server.lsp.documents import cursor_text, opened_document
+from memlsp.server.lsp.feature import Feature
 from memlsp.server.lsp.text_sync import client_position
 
 if TYPE_CHECKING:
@@ -34,21 +35,24 @@ class CursorText:
     suffix: str
 
 
-class CompletionService:
+class CompletionService(Feature):
+    name = "completion"
+
     def __init__(self, session: Session) -> None:
         self.session = session
         self._inflight: dict[str, threading.Event] = {}
         self.acceptance = AcceptanceStats()
         self.debounced = 0  # requests superseded during the debounce: no model call at all
-        session.on_shutdown(self.cancel_all)
-        session.add_status_source("acceptance", self.acceptance.snapshot)
-        session.add_status_source("debounce", self._debounce_status)
 
-    def _debounce_status(self) -> dict[str, int]:
-        return {
+    def status(self) -> dict[str, Any]:
+        debounce = {
             "ms": self.session.config.agents.generator.debounce_ms,
             "superseded": self.debounced,
         }
+        return {"acceptance": self.acceptance.snapshot(), "debounce": debounce}
+
+    def shutdown(self) -> None:
+        self.cancel_all()
 
     async def suggest(self, cursor: CursorText, feature: str) -> Suggestion | None:
         """The suggestion at a cursor; None when superseded, cancelled or failed."""
@@ -151,6 +155,7 @@ def _word_before(prefix: str) -> str:
 
 def register(server: MemlspServer) -> None:
     service = CompletionService(server.session)
+    server.session.features.add(service)
 
     def cursor(uri: str, position: lsp.Position) -> CursorText | None:
         found = cursor_text(server, uri, position)

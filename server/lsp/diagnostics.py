@@ -24,8 +24,10 @@ from lsprotocol import types as lsp
 from memlsp.agents.review.quality import QualityAgent
 from memlsp.agents.review.tools import ToolExecutor
 from memlsp.agents.review.types import ReviewCancelled, ReviewFinding, ReviewRequest, ReviewResult
+from memlsp.config import Config
 from memlsp.models import ModelError
 from memlsp.server.lsp.documents import DocumentEvent
+from memlsp.server.lsp.feature import ConfigBound, Feature
 from memlsp.server.lsp.progress import start_progress
 from memlsp.server.lsp.session import uri_to_path
 
@@ -56,41 +58,42 @@ class DocReview:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class DiagnosticsService:
+class DiagnosticsService(Feature):
+    name = "quality"
+
     def __init__(self, server: MemlspServer) -> None:
         self.server = server
         self.session = server.session
         self._docs: dict[str, DocReview] = {}
-        self._agent: QualityAgent | None = None
-        self._agent_key: tuple[Any, ...] = ()
-        self._lock = threading.Lock()
+        self.quality_agent = ConfigBound(
+            "quality agent",
+            lambda c: (c.agents.quality, c.agents.tools, self.session.workspace_root),
+            self._build_agent,
+        )
         self._tasks: set[asyncio.Future[None]] = set()
-        self.session.add_status_source("quality", self.stats)
 
     # -- agent ---------------------------------------------------------------------------
 
     def agent(self) -> QualityAgent:
-        """The quality agent for the current config (rebuilt when the config changes)."""
-        config = self.session.config
-        root = self.session.workspace_root
-        key = (config.agents.quality, config.agents.tools, root)
-        with self._lock:
-            if self._agent is None or key != self._agent_key:
-                tools = None
-                if config.agents.tools.enabled and root is not None and root.is_dir():
-                    tools = ToolExecutor.from_config(config.agents.tools, root)
-                assert self.session.pool is not None
-                self._agent = QualityAgent(
-                    self.session.pool,
-                    config.agents.quality,
-                    tools,
-                    context=self.session.snippets_for,
-                )
-                self._agent_key = key
-            return self._agent
+        """The quality agent for the current config (worker threads: building starts tools)."""
+        return self.quality_agent.get(self.session.config)
 
-    def stats(self) -> dict[str, Any]:
-        return self._agent.stats() if self._agent is not None else {"reviews": 0}
+    def _build_agent(self, config: Config) -> QualityAgent:
+        root = self.session.workspace_root
+        tools = None
+        if config.agents.tools.enabled and root is not None and root.is_dir():
+            tools = ToolExecutor.from_config(config.agents.tools, root)
+        assert self.session.pool is not None
+        return QualityAgent(
+            self.session.pool,
+            config.agents.quality,
+            tools,
+            context=self.session.features.related_snippets,
+        )
+
+    def status(self) -> dict[str, Any]:
+        agent = self.quality_agent.current()
+        return {"quality": agent.stats() if agent is not None else {"reviews": 0}}
 
     @property
     def pull_mode(self) -> bool:
@@ -99,7 +102,7 @@ class DiagnosticsService:
 
     # -- events --------------------------------------------------------------------------
 
-    def on_saved(self, event: DocumentEvent) -> None:
+    def document_saved(self, event: DocumentEvent) -> None:
         if uri_to_path(event.uri) is None:
             return  # untitled or remote documents have no file for the tools
         state = self._docs.setdefault(event.uri, DocReview())
@@ -111,12 +114,13 @@ class DiagnosticsService:
         self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
         task.add_done_callback(self._tasks.discard)
 
-    def on_closed(self, event: DocumentEvent) -> None:
+    def document_closed(self, event: DocumentEvent) -> None:
         state = self._docs.pop(event.uri, None)
         if state is not None and state.cancel is not None:
             state.cancel.set()
-        if self._agent is not None:
-            self._agent.forget(event.uri)
+        agent = self.quality_agent.current()
+        if agent is not None:
+            agent.forget(event.uri)
         if not self.pull_mode:
             self._publish(event.uri, None, [])
 
@@ -256,8 +260,7 @@ class DiagnosticsService:
 
 def register(server: MemlspServer) -> DiagnosticsService:
     service = DiagnosticsService(server)
-    server.documents.saved.append(service.on_saved)
-    server.documents.closed.append(service.on_closed)
+    server.session.features.add(service, service.quality_agent)
 
     @server.feature(
         lsp.TEXT_DOCUMENT_DIAGNOSTIC,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -11,6 +10,7 @@ from urllib.parse import unquote
 from lsprotocol import types as lsp
 from pygls.workspace import TextDocument
 
+from memlsp.base.languages import language_of_path
 from memlsp.server.lsp.text_sync import line_count
 
 if TYPE_CHECKING:
@@ -18,25 +18,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LANGUAGES = {
-    "py": "python",
-    "js": "javascript",
-    "ts": "typescript",
-    "tsx": "typescriptreact",
-    "go": "go",
-    "rs": "rust",
-    "java": "java",
-    "c": "c",
-    "h": "c",
-    "cpp": "cpp",
-    "cc": "cpp",
-    "hpp": "cpp",
-}
-
 
 def language_from_uri(uri: str) -> str:
-    suffix = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
-    return _LANGUAGES.get(suffix, suffix)
+    """The LSP language id of a document from its name (for when the client sends none); the
+    file's extension where memlsp does not know it ("" without one)."""
+    name = uri.rsplit("/", 1)[-1]
+    language = language_of_path(name)
+    if language is not None:
+        return language.lsp_id
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 def opened_document(server: MemlspServer, uri: str) -> TextDocument | None:
@@ -70,27 +60,6 @@ class DocumentEvent:
     text: str
 
 
-Listener = Callable[[DocumentEvent], None]
-
-
-class DocumentEvents:
-    """One LSP handler per method (pygls allows one), fanned out to every interested feature."""
-
-    def __init__(self) -> None:
-        self.opened: list[Listener] = []
-        self.changed: list[Listener] = []
-        self.saved: list[Listener] = []
-        self.closed: list[Listener] = []
-
-    @staticmethod
-    def emit(listeners: list[Listener], event: DocumentEvent) -> None:
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:  # one feature's bug must not starve the others
-                log.exception("document listener failed for %s", event.uri)
-
-
 def _event(server: MemlspServer, uri: str) -> DocumentEvent | None:
     doc = opened_document(server, uri)  # a didSave for a document never opened: nothing to do
     if doc is None:
@@ -99,32 +68,28 @@ def _event(server: MemlspServer, uri: str) -> DocumentEvent | None:
 
 
 def register(server: MemlspServer) -> None:
-    session = server.session
-    events = server.documents
-    events.opened.append(lambda e: session.note_opened(e.uri, e.text))
-    events.saved.append(lambda e: session.note_edited(e.uri, e.text, 0))
-    events.closed.append(lambda e: session.note_closed(e.uri))
+    """One LSP handler per method (pygls allows one), fanned out to every feature."""
+    features = server.session.features
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: MemlspServer, params: lsp.DidOpenTextDocumentParams) -> None:
         event = _event(ls, params.text_document.uri)
         if event is not None:
-            events.emit(events.opened, event)
+            features.document_opened(event)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: MemlspServer, params: lsp.DidChangeTextDocumentParams) -> None:
-        if events.changed:
-            event = _event(ls, params.text_document.uri)
-            if event is not None:
-                events.emit(events.changed, event)
+        event = _event(ls, params.text_document.uri)
+        if event is not None:
+            features.document_changed(event)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE, lsp.SaveOptions(include_text=False))
     def did_save(ls: MemlspServer, params: lsp.DidSaveTextDocumentParams) -> None:
         event = _event(ls, params.text_document.uri)
         if event is not None:
-            events.emit(events.saved, event)
+            features.document_saved(event)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: MemlspServer, params: lsp.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
-        events.emit(events.closed, DocumentEvent(uri, None, language_from_uri(uri), ""))
+        features.document_closed(DocumentEvent(uri, None, language_from_uri(uri), ""))

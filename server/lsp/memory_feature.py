@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
-from memlsp.base.context import ContextChunk, ContextRequest
+from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest
 from memlsp.memory.coordinator import WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
 from memlsp.memory.retrieval import imported_names
 from memlsp.server.lsp.documents import DocumentEvent
+from memlsp.server.lsp.feature import Feature
 from memlsp.server.lsp.progress import Progress, start_progress
 from memlsp.server.lsp.session import uri_to_path
 
@@ -34,7 +35,9 @@ REINDEX_COMMAND = "memlsp.reindex"
 SNIPPETS_K = 3
 
 
-class MemoryService:
+class MemoryService(Feature):
+    name = "memory"
+
     def __init__(self, server: MemlspServer) -> None:
         self.server = server
         self.session = server.session
@@ -43,12 +46,15 @@ class MemoryService:
         self._tasks: set[asyncio.Future[None]] = set()
         self._latest: dict[Path, IndexProgress] = {}
         self._lock = threading.Lock()
-        self.session.add_status_source("memory", self.status)
-        self.session.on_shutdown(self.close)
-        self.session.extra_context.append(self)
-        self.session.memory_snippets = self.snippets
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    def initialized(self) -> None:
+        self.start()
+        _watch_files(self.server)
+
+    def shutdown(self) -> None:
+        self.close()
 
     def start(self) -> None:
         if not self.session.config.memory.enabled:
@@ -135,7 +141,7 @@ class MemoryService:
 
     # -- file events ---------------------------------------------------------------------
 
-    def on_saved(self, event: DocumentEvent) -> None:
+    def document_saved(self, event: DocumentEvent) -> None:
         memory, path = self._memory_for(event.uri), uri_to_path(event.uri)
         if memory is not None and path is not None:
             memory.file_changed([path])
@@ -159,6 +165,9 @@ class MemoryService:
 
     # -- retrieval -----------------------------------------------------------------------
 
+    def context_providers(self) -> list[ContextProvider]:
+        return [self]  # ahead of the recently edited files
+
     def context_for(self, request: ContextRequest, budget_chars: int) -> list[ContextChunk]:
         """ContextProvider for the generator: the memory of the document's folder."""
         memory = self._memory_for(request.uri) if request.uri else None
@@ -173,7 +182,7 @@ class MemoryService:
         if memory is not None:
             memory.context_provider().prefetch(request)
 
-    def snippets(self, path: str, code: str) -> list[str]:
+    def related_snippets(self, path: str, code: str) -> list[str]:
         """Snippets for the review and refactor agents (blocking; worker threads only)."""
         for memory in list(self.memories.values()):
             hits = memory.search(
@@ -192,14 +201,12 @@ class MemoryService:
         folders = []
         for root, memory in list(self.memories.items()):
             folders.append({"root": str(root), **memory.status()})
-        return {"enabled": self.session.config.memory.enabled, "folders": folders}
+        return {"memory": {"enabled": self.session.config.memory.enabled, "folders": folders}}
 
 
 def register(server: MemlspServer) -> MemoryService:
     service = MemoryService(server)
-    server.documents.saved.append(service.on_saved)
-    server.after_initialized.append(service.start)
-    server.after_initialized.append(lambda: _watch_files(server))
+    server.session.features.add(service)
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: MemlspServer, params: lsp.DidChangeWatchedFilesParams) -> None:

@@ -19,8 +19,10 @@ from memlsp.agents.refactor.agent import (
     ResolveResult,
 )
 from memlsp.agents.refactor.text_edits import TextRange
+from memlsp.config import Config
 from memlsp.models import ModelError
 from memlsp.server.lsp.documents import opened_document
+from memlsp.server.lsp.feature import ConfigBound
 
 if TYPE_CHECKING:
     from memlsp.server.lsp.server import MemlspServer
@@ -41,16 +43,16 @@ class RefactorService:
     def __init__(self, server: MemlspServer) -> None:
         self.server = server
         self.session = server.session
-        self._agent: RefactorAgent | None = None
+        self.refactor_agent = ConfigBound(
+            "refactor agent", lambda c: c.agents.refactor, self._build_agent
+        )
 
     def agent(self) -> RefactorAgent:
-        config = self.session.config.agents.refactor
-        if self._agent is None:
-            assert self.session.pool is not None
-            self._agent = RefactorAgent(self.session.pool, config)
-        elif self._agent.config != config:
-            self._agent.reconfigure(config)
-        return self._agent
+        return self.refactor_agent.get(self.session.config)
+
+    def _build_agent(self, config: Config) -> RefactorAgent:
+        assert self.session.pool is not None
+        return RefactorAgent(self.session.pool, config.agents.refactor)
 
     def _code_points(self, lines: list[str], span: lsp.Range) -> TextRange:
         server_range = self.server.workspace.position_codec.range_from_client_units(lines, span)
@@ -144,6 +146,7 @@ class RefactorService:
 
 def register(server: MemlspServer) -> RefactorService:
     service = RefactorService(server)
+    server.session.features.add(service.refactor_agent)
 
     @server.command(REWRITE_COMMAND)
     async def rewrite_selection(ls: Any, *args: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,14 +16,16 @@ from urllib.parse import unquote, urlparse
 
 from memlsp.agents.completion.context import CompositeContextProvider, RecentContextRing
 from memlsp.agents.completion.generator import GeneratorAgent
-from memlsp.base.context import ContextProvider, ContextRequest, first_lines, prefetch
+from memlsp.base.context import ContextRequest, first_lines, prefetch
 from memlsp.config import Config, ConfigIssue, load_config
 from memlsp.models import ModelError, ModelPool
+from memlsp.server.lsp.documents import DocumentEvent
+from memlsp.server.lsp.feature import ConfigBound, Feature, FeatureRegistry
 from memlsp.server.lsp.metrics import RequestMetrics
+from memlsp.server.version import VERSION as VERSION  # re-exported for server and demo
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 FIM_DEFAULT_CPU = "qwen2.5-coder-0.5b"
 FIM_DEFAULT_GPU = "qwen2.5-coder-1.5b"
 
@@ -45,8 +46,11 @@ def uri_to_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         return None
+    path = unquote(parsed.path)
+    if "\0" in path:  # no file has this name; os calls on it raise ValueError, not OSError
+        return None
     # Normalised, so that `file:///ws/../elsewhere/x.py` is not taken to be inside /ws.
-    return Path(os.path.normpath(unquote(parsed.path)))
+    return Path(os.path.normpath(path))
 
 
 def _resolves_within(path: Path, folder: Path) -> bool:
@@ -75,23 +79,21 @@ class Session:
         self.config_issues: tuple[ConfigIssue, ...] = ()
         self.pool: ModelPool | None = None
         self.context = RecentContextRing()
-        # Providers ahead of the ring (workspace memory), set by features before first use.
-        self.extra_context: list[ContextProvider] = []
-        self._generator: GeneratorAgent | None = None
-        self._generator_lock = threading.Lock()
+        # Every feature plugs in here (features add themselves before `initialize`).
+        self.features = FeatureRegistry()
+        # Its caches (KV states, prompt builders) belong to the model: rebuilt when either changes.
+        self.generator_agent = ConfigBound(
+            "generator", lambda c: (c.agents.generator, c.models), self._build_generator
+        )
         # Completions get their own small executor: background work must never queue ahead.
         self.completion_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-complete")
         # Reviews one at a time: they share one model, so a second would only hold a thread
         # while it waits for the first; refactors (the user waits) keep the background pool.
         self.review_executor = ThreadPoolExecutor(1, thread_name_prefix="memlsp-review")
         self.background_executor = ThreadPoolExecutor(2, thread_name_prefix="memlsp-background")
-        self._shutdown_hooks: list[Callable[[], None]] = []
-        self._status_sources: dict[str, Callable[[], Any]] = {}
         self.metrics = RequestMetrics()
-        # Set by the memory feature once the workspace memory is available.
-        self.memory_snippets: Callable[[str, str], list[str]] | None = None
-        self.add_status_source("requests", self.metrics.snapshot)
         self._reported_errors: set[str] = set()
+        self.features.add(_SessionFeature(self), self.generator_agent)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class Session:
             self.init_options,
             extra_layers=[("workspace/configuration", self.client_settings)],
         )
-        self.config = loaded.config
+        old, self.config = self.config, loaded.config
         new_issues = [i for i in loaded.issues if i not in self.config_issues]
         self.config_issues = loaded.issues
         for issue in loaded.issues:
@@ -128,32 +130,25 @@ class Session:
             self.pool.start_reaper()
         else:
             self.pool.reconfigure(self.config.models, self.config.pool)
-        with self._generator_lock:
-            self._generator = None  # rebuilt on next use with the new settings
-
-    def reset_generator(self) -> None:
-        """Rebuild the generator on next use (its context providers changed)."""
-        with self._generator_lock:
-            self._generator = None
+        self.features.config_changed(old, self.config)
 
     def current_generator(self) -> GeneratorAgent | None:
         """The agent if it exists (cheap; for the event loop's cache lookups)."""
-        return self._generator
+        return self.generator_agent.current()
 
     def generator(self) -> GeneratorAgent:
         """The generator agent; resolving the 'auto' model may import llama.cpp (worker only)."""
-        with self._generator_lock:
-            if self._generator is None:
-                assert self.pool is not None
-                gen_config = self.config.agents.generator
-                providers: list[ContextProvider] = [*self.extra_context, self.context]
-                self._generator = GeneratorAgent(
-                    self.pool,
-                    gen_config,
-                    self.fim_model_name(),
-                    context=CompositeContextProvider(providers),
-                )
-            return self._generator
+        return self.generator_agent.get(self.config)
+
+    def _build_generator(self, config: Config) -> GeneratorAgent:
+        assert self.pool is not None
+        providers = [*self.features.context_providers(), self.context]  # the ring comes last
+        return GeneratorAgent(
+            self.pool,
+            config.agents.generator,
+            self.fim_model_name(),
+            context=CompositeContextProvider(providers),
+        )
 
     def fim_model_name(self) -> str:
         chosen = self.config.agents.generator.model
@@ -195,15 +190,16 @@ class Session:
         """Let the slow context providers (memory search) start on ``request`` (on the loop:
         only submits work)."""
         if self.config.agents.generator.context_tokens > 0:
-            prefetch(self.extra_context, request)
+            prefetch(self.features.context_providers(), request)
 
     def note_edited(self, uri: str, text: str, line: int) -> None:
         self.context.note_edit(self.relative_path(uri), text, line)
 
     def note_closed(self, uri: str) -> None:
         self.context.note_close(self.relative_path(uri))
-        if self._generator is not None:
-            self._generator.forget(uri)
+        generator = self.generator_agent.current()
+        if generator is not None:
+            generator.forget(uri)
 
     def report_model_error(self, exc: ModelError) -> None:
         log.error("%s", exc)
@@ -212,18 +208,7 @@ class Session:
             self._reported_errors.add(message)
             self._notify_user(f"memlsp: {message}")
 
-    def snippets_for(self, path: str, code: str) -> list[str]:
-        """Workspace snippets related to ``code`` for the review and refactor agents."""
-        provider = self.memory_snippets
-        return provider(path, code) if provider is not None else []
-
     # -- status and shutdown -------------------------------------------------------------
-
-    def add_status_source(self, name: str, source: Callable[[], Any]) -> None:
-        self._status_sources[name] = source
-
-    def on_shutdown(self, hook: Callable[[], None]) -> None:
-        self._shutdown_hooks.append(hook)
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = {
@@ -231,25 +216,37 @@ class Session:
             "workspace": str(self.workspace_root) if self.workspace_root else None,
             "config_issues": [str(i) for i in self.config_issues],
             "pool": _listed(self.pool.stats()) if self.pool else None,
-            "generator": self._generator.stats() if self._generator else None,
+            "generator": generator.stats() if (generator := self.current_generator()) else None,
         }
-        for name, source in self._status_sources.items():
-            try:
-                report[name] = source()
-            except Exception as exc:  # a broken feature must not break status
-                report[name] = {"error": str(exc)}
+        report.update(self.features.status())
         return report
 
     def close(self) -> None:
         """Stop everything; idempotent (shutdown, then exit or EOF, may both call it)."""
-        hooks, self._shutdown_hooks = self._shutdown_hooks, []
-        for hook in hooks:
-            try:
-                hook()
-            except Exception:
-                log.exception("shutdown hook failed")
+        self.features.shutdown()
         self.completion_executor.shutdown(wait=False, cancel_futures=True)
         self.review_executor.shutdown(wait=False, cancel_futures=True)
         self.background_executor.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()
+
+
+class _SessionFeature(Feature):
+    """The session's own part: documents feed the recently-edited ring; request metrics."""
+
+    name = "session"
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def status(self) -> dict[str, Any]:
+        return {"requests": self._session.metrics.snapshot()}
+
+    def document_opened(self, event: DocumentEvent) -> None:
+        self._session.note_opened(event.uri, event.text)
+
+    def document_saved(self, event: DocumentEvent) -> None:
+        self._session.note_edited(event.uri, event.text, 0)
+
+    def document_closed(self, event: DocumentEvent) -> None:
+        self._session.note_closed(event.uri)
