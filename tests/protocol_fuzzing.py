@@ -449,3 +449,103 @@ def _check_item_range(result: Any, text: str, position: dict[str, int], encoding
     got = {"line": start.line, "character": start.character}
     if got != position_at(text, want, encoding):
         raise FuzzFailure("item range", f"{got} for {position} in {text!r}")
+
+
+# -- hostile frames and envelopes -----------------------------------------------------------
+
+# Methods a random envelope may name: none that ends the session or loads a model.
+ENVELOPE_METHODS = [
+    "memlsp/status",
+    "initialize",
+    "textDocument/codeAction",
+    "textDocument/didOpen",
+    "textDocument/didChange",
+    "$/cancelRequest",
+    "$/memlsp/unreadableFrame",
+    "no/such/method",
+]
+
+
+def json_values() -> Any:
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    return st.recursive(
+        scalars | st.text(max_size=12),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    )
+
+
+def envelopes() -> Any:
+    """JSON-RPC envelopes, mostly broken: any key missing or of any type, batches, scalars."""
+    from hypothesis import strategies as st
+
+    values = json_values()
+    message = st.fixed_dictionaries(
+        {},
+        optional={
+            "jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", "", 2]) | values,
+            "id": st.integers() | st.text(max_size=6) | values,
+            "method": st.sampled_from(ENVELOPE_METHODS) | values,
+            "params": values,
+            "result": values,
+            "error": values,
+        },
+    )
+    return message | st.lists(message, max_size=3) | values
+
+
+def _declared(data: Any, body: bytes) -> bytes:
+    """A Content-Length header: right, short, long, huge, negative, not a number or absent."""
+    from hypothesis import strategies as st
+
+    kind = data.draw(
+        st.sampled_from(["right", "right", "short", "long", "huge", "negative", "junk", "none"]),
+        label="length",
+    )
+    length = {
+        "right": str(len(body)),
+        "short": str(max(1, len(body) - data.draw(st.integers(1, 40)))),
+        "long": str(len(body) + data.draw(st.integers(1, 120))),
+        "huge": str(data.draw(st.integers(1 << 30, 10**15))),
+        "negative": str(-len(body)),
+        "junk": data.draw(st.sampled_from(["", "abc", "1e3", "0x10", " 12 34", "9" * 30])),
+    }.get(kind)
+    if length is None:
+        return b"Content-Type: application/vscode-jsonrpc\r\n\r\n"
+    name = data.draw(st.sampled_from(["Content-Length", "content-length"]), label="name")
+    return f"{name}: {length}\r\n\r\n".encode()
+
+
+def hostile_bytes(data: Any) -> list[bytes]:
+    """Broken frames, envelopes and garbage, cut into the pieces they are written in."""
+    from hypothesis import strategies as st
+
+    stream = b""
+    for _ in range(data.draw(st.integers(1, 4), label="pieces")):
+        kind = data.draw(st.sampled_from(["frame", "envelope", "garbage"]), label="kind")
+        if kind == "garbage":
+            stream += data.draw(st.binary(max_size=300), label="garbage")
+            continue
+        body = json.dumps(data.draw(envelopes(), label="envelope")).encode()
+        stream += frame(body) if kind == "envelope" else _declared(data, body) + body
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4), label="cuts"))
+    bounds = [0, *cuts, len(stream)]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+async def still_answers(server: RawServer, tries: int = 8, timeout: float = 30.0) -> None:
+    """One of ``tries`` well-formed status requests is answered: a frame announcing more than it
+    sent takes the next bytes as its body (as the protocol says), so a few may be consumed."""
+    waiting = []
+    for _ in range(tries):
+        request_id = f"final-{next(server._ids)}"
+        waiting.append(server.expect(request_id))
+        await server.send({"id": request_id, "method": "memlsp/status", "params": {}})
+    done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    assert done, f"no answer; exit code {server.proc.returncode}; {bytes(server.stderr_tail)!r}"
+    assert any("result" in reply.result() for reply in done), [r.result() for r in done]
+    assert server.proc.returncode is None
+    for future in waiting:
+        future.cancel()

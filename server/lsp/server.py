@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from lsprotocol import types as lsp
+from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 
 from memlsp.server.lsp import (
@@ -22,7 +25,7 @@ from memlsp.server.lsp import (
     test_hooks,
     text_sync,
 )
-from memlsp.server.lsp.documents import DocumentEvents
+from memlsp.server.lsp.framing import BoundedStdin, BoundedStreamReader
 from memlsp.server.lsp.rpc import MemlspProtocol
 from memlsp.server.lsp.session import VERSION, Session, uri_to_path
 
@@ -44,8 +47,6 @@ class MemlspServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("memlsp", VERSION, max_workers=4, protocol_cls=MemlspProtocol)
         self.session = Session(notify_user=self.notify_user)
-        self.documents = DocumentEvents()
-        self.after_initialized: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closing: threading.Thread | None = None
         self.exiting = False  # after `exit` the output stream closes: log to stderr only
@@ -70,6 +71,52 @@ class MemlspServer(LanguageServer):
         if not self.protocol.answered_unreadable(error):
             super().report_server_error(error, source)
 
+    def max_message_bytes(self) -> int:
+        return self.session.config.server.max_message_bytes
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """pygls's stdio server behind the bounded frame reader. pygls swallows the SystemExit
+        of `exit`, and with it the exit code: raised again here."""
+        reader = BoundedStdin(stdin or sys.stdin.buffer, self.max_message_bytes)
+        super().start_io(cast(BinaryIO, reader), stdout)
+        if self.protocol.exit_code is not None:
+            raise SystemExit(self.protocol.exit_code)
+
+    def start_tcp(
+        self,
+        host: str,
+        port: int,
+        *,
+        admit: Callable[[asyncio.StreamWriter], bool] | None = None,
+    ) -> None:
+        """Serve on TCP (pygls's own start_tcp reads frames unbounded): each connection is read
+        through the bounded frame reader. A connection ``admit`` refuses (tcp.TcpGate: another
+        user) is closed unread and does not end the server."""
+        self._stop_event = stop_event = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if admit is not None and not admit(writer):
+                writer.close()
+                return
+            self.protocol.set_writer(writer)
+            await run_async(
+                stop_event=stop_event,
+                reader=BoundedStreamReader(reader, self.max_message_bytes),
+                protocol=self.protocol,
+                logger=log,
+                error_handler=self.report_server_error,
+            )
+            self.shutdown()  # type: ignore[no-untyped-call]
+
+        async def serve() -> None:
+            self._server = server = await asyncio.start_server(connection, host, port)
+            log.info("serving on %s", [sock.getsockname() for sock in server.sockets])
+            async with server:
+                await server.serve_forever()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(serve())
+
     def call_soon(self, action: Callable[[], Any]) -> None:
         """Run ``action`` on the event loop (directly when already there), from any thread."""
         loop = self._loop
@@ -91,7 +138,7 @@ def build_server() -> MemlspServer:
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: MemlspServer, params: lsp.InitializeParams) -> None:
         ls._loop = asyncio.get_running_loop()
-        text_sync.install(ls)
+        text_sync.install(ls, lambda: ls.session.config.server.max_document_bytes)
         logging.getLogger().addHandler(logs.ClientLogHandler(ls.send_log, logging.INFO))
         root = None
         folders = [uri_to_path(f.uri) for f in params.workspace_folders or []]
@@ -107,8 +154,7 @@ def build_server() -> MemlspServer:
     @server.feature(lsp.INITIALIZED)
     async def initialized(ls: MemlspServer, params: lsp.InitializedParams) -> None:
         await _pull_client_settings(ls)
-        for hook in ls.after_initialized:
-            hook()
+        ls.session.features.initialized()
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(

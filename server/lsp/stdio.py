@@ -7,12 +7,9 @@ private duplicate of fd 1 and fd 1 itself becomes stderr before anything else is
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import BinaryIO
-
-log = logging.getLogger(__name__)
 
 
 def claim_stdout() -> BinaryIO:
@@ -22,30 +19,3 @@ def claim_stdout() -> BinaryIO:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(protocol_fd, "wb", buffering=0)
-
-
-class ResyncingStdin:
-    """stdin for pygls's reader, finding the next frame after a broken one.
-
-    pygls reads headers line by line and only accepts a line that is exactly
-    "Content-Length: N\\r\\n". After a frame whose Content-Length was too short, the rest of its
-    body has no line break, so it glues to the next frame's header line, that body glues to the
-    one after, and every later message is lost: the server is deaf for good. Dropping whatever
-    precedes "Content-Length:" on a line resynchronises on the next frame.
-    """
-
-    _HEADER = b"Content-Length:"
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-
-    def readline(self) -> bytes:
-        line = self._stream.readline()
-        start = line.find(self._HEADER)
-        if start > 0:
-            log.warning("dropped %d bytes before a frame header", start)
-            return line[start:]
-        return line
-
-    def read(self, size: int) -> bytes:
-        return self._stream.read(size)

@@ -11,9 +11,11 @@ end at
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from lsprotocol import types as lsp
 from pygls.workspace import TextDocument, Workspace
@@ -21,6 +23,8 @@ from pygls.workspace.position_codec import PositionCodec, ServerTextPosition
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
+
+log = logging.getLogger(__name__)
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _OTHER_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines() breaks there too
@@ -86,14 +90,79 @@ class SpecTextDocument(TextDocument):
         return split_lines(self.source)
 
 
-class SpecWorkspace(Workspace):
-    """pygls's workspace with the documents and positions above."""
+def utf8_size_over(text: str, limit: int) -> bool:
+    """Whether ``text`` takes more than ``limit`` bytes in UTF-8, encoding it only when needed."""
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
 
-    def __init__(self, like: Workspace, sync_kind: lsp.TextDocumentSyncKind) -> None:
+
+class SpecWorkspace(Workspace):
+    """pygls's workspace with the documents and positions above.
+
+    A document over ``max_document_bytes`` is not kept: every line split, copy and parse of a
+    50 MB buffer took seconds on the event loop (everything else waited) and left hundreds of MB
+    behind. It is listed in ``too_large`` instead, so features see it as not open; a full-text
+    change that brings it under the limit makes it a normal document again.
+    """
+
+    def __init__(
+        self,
+        like: Workspace,
+        sync_kind: lsp.TextDocumentSyncKind,
+        max_document_bytes: Callable[[], int] = lambda: 1 << 62,
+    ) -> None:
         super().__init__(
             like.root_uri, sync_kind, list(like.folders.values()), like.position_encoding
         )
         self._spec_codec = SpecPositionCodec(like.position_encoding)
+        self._max_document_bytes = max_document_bytes
+        self.too_large: dict[str, str] = {}  # uri -> language id
+
+    def put_text_document(
+        self, text_document: lsp.TextDocumentItem, notebook_uri: str | None = None
+    ) -> None:
+        uri = unquote(text_document.uri)
+        limit = self._max_document_bytes()
+        if utf8_size_over(text_document.text, limit):
+            self._text_documents.pop(uri, None)
+            self.too_large[uri] = text_document.language_id
+            log.warning(
+                "%s is larger than server.max_document_bytes (%d): no completions, code actions "
+                "or reviews in it",
+                text_document.uri,
+                limit,
+            )
+            return
+        self.too_large.pop(uri, None)
+        super().put_text_document(text_document, notebook_uri)
+
+    def update_text_document(
+        self,
+        text_doc: lsp.VersionedTextDocumentIdentifier,
+        change: lsp.TextDocumentContentChangeEvent,
+    ) -> None:
+        uri = unquote(text_doc.uri)
+        if uri in self.too_large:
+            if isinstance(change, lsp.TextDocumentContentChangeWholeDocument):
+                item = lsp.TextDocumentItem(
+                    uri=uri,
+                    language_id=self.too_large[uri],
+                    version=text_doc.version,
+                    text=change.text,
+                )
+                self.put_text_document(item)
+            return  # an edit to text we do not hold: nothing to apply it to
+        if uri not in self._text_documents:  # never opened: pygls would raise (a popup)
+            log.debug("change to a document not open: %s", uri)
+            return
+        super().update_text_document(text_doc, change)
+
+    def remove_text_document(self, doc_uri: str) -> None:
+        self.too_large.pop(unquote(doc_uri), None)
+        super().remove_text_document(doc_uri)
 
     @property
     def position_codec(self) -> PositionCodec:
@@ -116,7 +185,9 @@ class SpecWorkspace(Workspace):
         )
 
 
-def install(server: LanguageServer) -> None:
+def install(server: LanguageServer, max_document_bytes: Callable[[], int]) -> None:
     """Replace the workspace pygls made in `initialize` (before our handler runs, so it holds no
     documents yet) with the spec-conforming one; it keeps the negotiated position encoding."""
-    server.protocol._workspace = SpecWorkspace(server.workspace, server._text_document_sync_kind)
+    server.protocol._workspace = SpecWorkspace(
+        server.workspace, server._text_document_sync_kind, max_document_bytes
+    )

@@ -34,9 +34,11 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.model]
 OPTIONS: dict[str, Any] = {
     "agents": {"generator": {"model": FIM, "max_tokens": 16}, "quality": {"enabled": False}},
     "memory": {"enabled": False},
-    # test_twenty_megabyte_file wants the 20 MB document kept (the default limit is 8 MiB).
-    "server": {"max_document_bytes": 64 << 20},
 }
+# test_twenty_megabyte_file wants the 20 MB document kept (the default limit is 8 MiB); only the
+# user's own config file may raise that limit.
+USER_CONFIG = '{"server": {"max_document_bytes": 67108864}}\n'
+
 PARSE_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND = -32700, -32602, -32601
 _names = itertools.count()
 
@@ -67,6 +69,8 @@ class Session:
 
 
 async def _start(root: Path, encodings: list[str] | None = None) -> AsyncIterator[Session]:
+    (root / "cfg" / "memlsp").mkdir(parents=True, exist_ok=True)
+    (root / "cfg" / "memlsp" / "config.yaml").write_text(USER_CONFIG)
     server = await RawServer.start(root / "cfg")
     reply = await server.initialize(root, encodings=encodings, **OPTIONS)
     assert "result" in reply, reply
