@@ -9,7 +9,9 @@ the rest from loading, and every problem comes back as a :class:`ConfigIssue` th
 
 Only the defaults and the user's file are trusted. A cloned repository can carry ``.memlsp.yaml``
 (and editors pass workspace settings on as options), so those layers may not change where models
-come from or where memory is sent unless the user's file allows it (``security:``).
+come from or where memory is sent unless the user's file allows it (``security:``). Every file is
+read as a regular file of bounded size that never blocks, the workspace's only where its links
+lead inside the workspace (``safe_read``): git stores symlinks, to ``/dev/stdin`` as well.
 
 A ``null`` on a setting that cannot be null means "not set in this layer" (an empty YAML key, or an
 editor setting left at its default), so it keeps the lower layers' value without an issue.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from memlsp.config.refactor_schema import RefactorAction
+from memlsp.config.safe_read import RefusedFile, read_regular_file
 from memlsp.config.schema import (
     AgentsConfig,
     Config,
@@ -51,6 +54,8 @@ _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 CATALOGUE_PATH = Path(__file__).with_name("models.yaml")
 WORKSPACE_FILE_NAME = ".memlsp.yaml"
+# Far above any real config; a planted file may be endless (a link to /dev/zero) or huge.
+CONFIG_MAX_BYTES = 1 << 20
 INIT_OPTIONS_SOURCE = "initializationOptions"
 
 
@@ -99,7 +104,8 @@ def load_config(
         builder.apply(str(CATALOGUE_PATH), {"models": catalogue}, trusted=True)
     builder.apply_file(user_file if user_file is not None else user_config_path(), trusted=True)
     if workspace_root is not None:
-        builder.apply_file(Path(workspace_root) / WORKSPACE_FILE_NAME, trusted=False)
+        root = Path(workspace_root)
+        builder.apply_file(root / WORKSPACE_FILE_NAME, trusted=False, inside=root)
     if init_options is not None:
         builder.apply(INIT_OPTIONS_SOURCE, init_options, trusted=False)
     for name, layer in extra_layers:
@@ -136,8 +142,8 @@ class _Builder:
         self.issues: list[ConfigIssue] = []
         self.sources: list[str] = []
 
-    def apply_file(self, path: Path, *, trusted: bool) -> None:
-        data = _read_yaml(path, self.issues)
+    def apply_file(self, path: Path, *, trusted: bool, inside: Path | None = None) -> None:
+        data = _read_yaml(path, self.issues, inside)
         if data is not None:
             self.apply(str(path), data, trusted=trusted)
 
@@ -152,11 +158,20 @@ class _Builder:
         self.sources.append(source)
 
 
-def _read_yaml(path: Path, issues: list[ConfigIssue]) -> Mapping[Any, Any] | None:
-    """The file's top-level mapping; None (and an issue, unless it is missing) to skip it."""
+def _read_yaml(
+    path: Path, issues: list[ConfigIssue], inside: Path | None = None
+) -> Mapping[Any, Any] | None:
+    """The file's top-level mapping; None (and an issue, unless it is missing) to skip it.
+
+    Read as a regular file of bounded size that never blocks (a planted FIFO, device or link);
+    with ``inside``, only where its links lead inside that folder.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, max_bytes=CONFIG_MAX_BYTES, inside=inside).decode("utf-8")
     except FileNotFoundError:
+        return None
+    except RefusedFile as exc:
+        issues.append(ConfigIssue(str(path), "", f"{exc.strerror} (file ignored)"))
         return None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -194,6 +209,9 @@ _GUARDED: dict[tuple[type, str], str | None] = {
     # arbitrary files.
     (MemoryConfig, "path"): None,
     (ServerConfig, "log_file"): None,
+    # Safeguards against hostile input: a cloned repository must not be able to lift them.
+    (ServerConfig, "max_message_bytes"): None,
+    (ServerConfig, "max_document_bytes"): None,
     # What we execute: the tool allow-list is the user's alone (the whole section, so a workspace
     # cannot re-enable a tool the user turned off either).
     (AgentsConfig, "tools"): None,

@@ -43,12 +43,14 @@ def plain_file_name(doc: str = "") -> dict[str, Any]:
 class FimTokens:
     """Special tokens of a fill-in-the-middle model (Qwen2.5-Coder spelling by default)."""
 
-    prefix: str = field(default="<|fim_prefix|>", metadata=text())
-    suffix: str = field(default="<|fim_suffix|>", metadata=text())
-    middle: str = field(default="<|fim_middle|>", metadata=text())
-    pad: str = field(default="<|fim_pad|>", metadata=text())
-    repo_name: str = field(default="<|repo_name|>", metadata=text())
-    file_sep: str = field(default="<|file_sep|>", metadata=text())
+    prefix: str = field(
+        default="<|fim_prefix|>", metadata=text("starts the code before the cursor")
+    )
+    suffix: str = field(default="<|fim_suffix|>", metadata=text("starts the code after the cursor"))
+    middle: str = field(default="<|fim_middle|>", metadata=text("where the model writes"))
+    pad: str = field(default="<|fim_pad|>", metadata=text("padding token"))
+    repo_name: str = field(default="<|repo_name|>", metadata=text("starts the repository's name"))
+    file_sep: str = field(default="<|file_sep|>", metadata=text("starts each context file"))
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ class ModelSource:
     ``assemble`` calls ``<modules[0]>.assemble(path)``; ``path`` uses ``path`` as it is.
     """
 
-    kind: str = field(default="path", metadata=choice("parts", "assemble", "path"))
+    kind: str = field(
+        default="path",
+        metadata=choice("parts", "assemble", "path", doc="how the file is put together"),
+    )
     modules: tuple[str, ...] = field(default=(), metadata=text("importable module names"))
     packages: tuple[str, ...] = field(default=(), metadata=text("PyPI packages that ship them"))
     path: str = field(default="", metadata=text("a GGUF file (kind: path)"))
@@ -72,17 +77,26 @@ class ModelSource:
 class ModelSpec:
     """One catalogue entry (config/models.yaml, or the user's own ``models:`` section)."""
 
-    name: str = field(default="", metadata=text())
-    role: str = field(default="fim", metadata=choice("fim", "instruct", "embed"))
+    name: str = field(default="", metadata=text("the entry's key"))
+    role: str = field(
+        default="fim",
+        metadata=choice(
+            "fim", "instruct", "embed", doc="completion, review and refactors, or memory vectors"
+        ),
+    )
     source: ModelSource = field(default_factory=ModelSource)
     file_name: str = field(
         default="", metadata=plain_file_name("assembled file name in the model cache")
     )
     sha256: str = field(default="", metadata=text("expected sha256 of the assembled file"))
-    size_bytes: int = field(default=0, metadata=number(0))
-    n_ctx: int = field(default=4096, metadata=number(256, 131072))
+    size_bytes: int = field(
+        default=0, metadata=number(0, doc="expected size of the assembled file; 0: not checked")
+    )
+    n_ctx: int = field(default=4096, metadata=number(256, 131072, "context window in tokens"))
     chat_format: str = field(default="", metadata=text("llama.cpp chat format; empty: GGUF's"))
-    fim: FimTokens | None = None
+    fim: FimTokens | None = field(
+        default=None, metadata=text("its FIM tokens ({} for Qwen's); null: no FIM")
+    )
     pinned: bool = field(default=False, metadata=text("exempt from idle eviction"))
     # An int is checked against min (-1: all layers), a string against choices.
     n_gpu_layers: int | str = field(
@@ -93,11 +107,13 @@ class ModelSpec:
         },
     )
     n_threads: int = field(default=0, metadata=number(0, 256, "0: one per core"))
-    description: str = field(default="", metadata=text())
+    description: str = field(default="", metadata=text("shown by `memlsp models list`"))
 
 
 @dataclass(frozen=True)
 class PoolConfig:
+    """The model pool: one shared instance per model, loaded on first use."""
+
     memory_budget_mb: int = field(
         default=4096, metadata=number(64, 1 << 20, "RAM for loaded models (weights + KV cache)")
     )
@@ -111,8 +127,12 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """Inline completion (fill-in-the-middle)."""
+
     model: str = field(default="auto", metadata=text("catalogue name, or 'auto' (by hardware)"))
-    prefix_tokens: int = field(default=768, metadata=number(16, 16384))
+    prefix_tokens: int = field(
+        default=768, metadata=number(16, 16384, "code before the cursor in the prompt")
+    )
     suffix_tokens: int = field(
         default=96, metadata=number(0, 8192, "re-evaluated on every keystroke: keep it short")
     )
@@ -123,15 +143,19 @@ class GeneratorConfig:
     context_tokens: int = field(
         default=512, metadata=number(0, 16384, "budget for other-file context")
     )
-    max_tokens: int = field(default=64, metadata=number(1, 1024))
-    multiline_max_lines: int = field(default=8, metadata=number(1, 200))
+    max_tokens: int = field(default=64, metadata=number(1, 1024, "longest suggestion in tokens"))
+    multiline_max_lines: int = field(
+        default=8, metadata=number(1, 200, "longest multi-line suggestion in lines")
+    )
     debounce_ms: int = field(
         default=75,
         metadata=number(
             0, 5000, "wait before a model call (a newer keystroke supersedes it; cache hits don't)"
         ),
     )
-    cache_entries: int = field(default=256, metadata=number(0, 100000))
+    cache_entries: int = field(
+        default=256, metadata=number(0, 100000, "suggestions kept for reuse; 0: no cache")
+    )
     context_keep_s: int = field(
         default=120,
         metadata=number(
@@ -144,17 +168,46 @@ class GeneratorConfig:
             0, 4096, "saved KV caches of recently left files, so a switch back is fast; 0: off"
         ),
     )
+    kv_reuse_min_tokens: int = field(
+        default=0,
+        metadata=number(
+            0,
+            4096,
+            "after deleted text (a dropped context chunk, the prefix window moving down), keep "
+            "cached runs this long by shifting them instead of evaluating again; 0: off",
+        ),
+    )
     token_healing: bool = field(
         default=True,
         metadata=text("the cursor inside a word: the prompt ends before it, the model retypes it"),
+    )
+    draft: str = field(
+        default="prompt-lookup",
+        metadata=choice(
+            "prompt-lookup",
+            "off",
+            doc="guess the next tokens from the prompt, check them in one batch: same text",
+        ),
+    )
+    max_predict_ms: int = field(
+        default=1000,
+        metadata=number(
+            0,
+            60000,
+            "decoding past this: end at the last complete line (finish the first); 0: off",
+        ),
     )
 
 
 @dataclass(frozen=True)
 class QualityConfig:
+    """Diagnostics on save: the linters in agents.tools plus the model's review."""
+
     enabled: bool = field(default=True, metadata=text("false: linters only, no model review"))
     model: str = field(default="qwen2.5-coder-1.5b", metadata=text("catalogue name"))
-    max_findings: int = field(default=10, metadata=number(0, 100))
+    max_findings: int = field(
+        default=10, metadata=number(0, 100, "most findings the model may give; 0: no model review")
+    )
     whole_file_max_lines: int = field(
         default=150, metadata=number(0, 100000, "files this short are reviewed whole")
     )
@@ -185,15 +238,19 @@ class ToolSpec:
     means the server's own interpreter.
     """
 
-    name: str = field(default="", metadata=text())
+    name: str = field(default="", metadata=text("the entry's key"))
     argv: tuple[str, ...] = field(default=(), metadata=text("command and arguments; no shell"))
     languages: tuple[str, ...] = field(
         default=(), metadata=text("LSP language ids it applies to; empty: all")
     )
-    parser: str = field(default="lines", metadata=choice(*TOOL_PARSERS))
-    timeout_s: float = field(default=20.0, metadata=number(0.1, 3600))
-    max_output_kb: int = field(default=512, metadata=number(1, 1 << 20))
-    enabled: bool = True
+    parser: str = field(
+        default="lines", metadata=choice(*TOOL_PARSERS, doc="how its output becomes diagnostics")
+    )
+    timeout_s: float = field(default=20.0, metadata=number(0.1, 3600, "stopped after this long"))
+    max_output_kb: int = field(
+        default=512, metadata=number(1, 1 << 20, "output read at most; the tool is then stopped")
+    )
+    enabled: bool = field(default=True, metadata=text("false: never run"))
     fallback_module: str = field(
         default="", metadata=text("when argv[0] is not on PATH, run `python -m` this instead")
     )
@@ -231,15 +288,19 @@ def default_tools() -> dict[str, ToolSpec]:
 
 @dataclass(frozen=True)
 class ToolsConfig:
-    """The tool executor's allow-list. Trusted layers only (see loader._GUARDED): a cloned
-    repository must not choose commands for us to run."""
+    """The tool executor's allow-list. Trusted layers only: a cloned repository must not choose
+    commands for us to run."""
 
     enabled: bool = field(default=True, metadata=text("run no tools at all when false"))
-    allowed: dict[str, ToolSpec] = field(default_factory=default_tools)
+    allowed: dict[str, ToolSpec] = field(
+        default_factory=default_tools, metadata=text("the commands, by name")
+    )
 
 
 @dataclass(frozen=True)
 class AgentsConfig:
+    """The agents: completion, review on save, the linters it runs, and code actions."""
+
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
@@ -248,12 +309,19 @@ class AgentsConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    enabled: bool = True
-    backend: str = field(default="edge", metadata=choice("edge", "qdrant"))
+    """The workspace memory: the index of the workspace that completions draw context from."""
+
+    enabled: bool = field(default=True, metadata=text("false: no index, no memory context"))
+    backend: str = field(
+        default="edge",
+        metadata=choice("edge", "qdrant", doc="edge: embedded Qdrant Edge; qdrant: a server"),
+    )
     url: str = field(default="", metadata=text("Qdrant server URL (backend: qdrant)"))
     api_key_env: str = field(default="", metadata=text("env var holding the Qdrant API key"))
     path: str = field(default="", metadata=text("store folder; empty: the cache folder"))
-    max_file_kb: int = field(default=512, metadata=number(1, 1 << 20))
+    max_file_kb: int = field(
+        default=512, metadata=number(1, 1 << 20, "larger files are skipped (reported)")
+    )
     include: tuple[str, ...] = field(
         default=(), metadata=text("gitignore-style globs; when set, only matching files")
     )
@@ -283,8 +351,30 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    log_level: str = field(default="info", metadata=choice("debug", "info", "warning", "error"))
+    """The server process itself."""
+
+    log_level: str = field(
+        default="info",
+        metadata=choice("debug", "info", "warning", "error", doc="lowest level logged"),
+    )
     log_file: str = field(default="", metadata=text("also log to this file"))
+    max_message_bytes: int = field(
+        default=64 << 20,
+        metadata=number(
+            1 << 20,
+            1 << 30,
+            "a JSON-RPC message larger than this is skipped unread and answered with an error",
+        ),
+    )
+    max_document_bytes: int = field(
+        default=8 << 20,
+        metadata=number(
+            1 << 10,
+            1 << 30,
+            "an open document larger than this is not kept: no completions, code actions or "
+            "reviews in it (a log message says so), and no memory held for it",
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """One store, many windows: the workspace memory as the rest of memlsp sees it.
 
 Two editor windows on one workspace are two server processes, and an embedded store admits one
-process (GUIDE §6); two stores would embed everything twice. So each workspace store elects an
-owner: the process holding an exclusive, non-blocking ``flock`` on a lock file in the store
-folder. The owner opens the store, runs the indexer, keeps the lexical index, and answers the
-other processes (clients) over a Unix socket beside the lock (newline-delimited JSON; the socket
-is 0600 and peers of another user are refused). A client forwards searches, file events and
-status requests with timeouts, and polls the lock: when the owner exits or dies, the OS drops its
-lock, one client takes it and opens the store, and its indexer resumes from the manifest without
-embedding anything unchanged.
+process (Qdrant Edge and local mode both refuse a second handle on a path); two stores would
+embed everything twice. So each workspace store elects an owner: the process holding an
+exclusive, non-blocking ``flock`` on a lock file in the store folder. The owner opens the store,
+runs the indexer, keeps the lexical index, and answers the other processes (clients) over a Unix
+socket beside the lock (newline-delimited JSON; the socket is 0600 and peers of another user are
+refused). A client forwards searches, file events and status requests with timeouts, and polls
+the lock: when the owner exits or dies, the OS drops its lock, one client takes it and opens the
+store, and its indexer resumes from the manifest without embedding anything unchanged.
 
 With a Qdrant server the store itself needs no single owner, but indexing and the lexical index
 do, so the same election runs: one code path for both backends.
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from memlsp.config.paths import make_private
 from memlsp.config.schema import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
@@ -443,7 +444,12 @@ class WorkspaceMemory:
         if not self.config.enabled or self._threads or self._closing.is_set():
             return
         try:
-            self.store_dir.mkdir(parents=True, exist_ok=True)
+            self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Its payloads hold the workspace's code: a store left readable (an older memlsp, a
+            # loose umask) is made the user's alone before anything more is written to it.
+            tightened = make_private(self.store_dir)
+            if tightened:
+                log.info("memory store %s: made %d entries private", self.store_dir, tightened)
             socket_path = _socket_path(self.store_dir, self._key)
         except (OSError, StoreError) as exc:
             self._disable(f"memory store folder {self.store_dir}: {exc}")

@@ -17,6 +17,8 @@ from typing import Final
 
 from pathspec import GitIgnoreSpec
 
+from memlsp.config.safe_read import RefusedFile, open_regular_file, read_regular_file
+
 __all__ = [
     "BINARY",
     "EXCLUDED",
@@ -160,6 +162,8 @@ _GENERATED_NAMES: Final = (
 )
 
 _HEAD_BYTES: Final = 8192
+# A .gitignore is read through the workspace: bounded, like any file a repository plants.
+_IGNORE_FILE_MAX_BYTES: Final = 1 << 20
 _GENERATED_HEAD_LINES: Final = 5
 # A comment in a file's first lines that says a tool wrote it.
 _GENERATED_MARK = re.compile(
@@ -189,8 +193,8 @@ class _GitIgnores:
         base = self._root / folder if folder else self._root
         if not folder:
             # Lowest precedence at the root: later lines win, and .gitignore comes after.
-            lines += _read_lines(self._root / ".git" / "info" / "exclude")
-        lines += _read_lines(base / ".gitignore")
+            lines += _read_lines(self._root / ".git" / "info" / "exclude", self._root)
+        lines += _read_lines(base / ".gitignore", self._root)
         spec = GitIgnoreSpec.from_lines(lines) if lines else None
         self._specs[folder] = spec
         return spec
@@ -210,11 +214,13 @@ class _GitIgnores:
         return False
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, root: Path) -> list[str]:
+    """The file's lines; none when it is missing or refused (a FIFO, a link out of `root`)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+        data = read_regular_file(path, max_bytes=_IGNORE_FILE_MAX_BYTES, inside=root)
     except OSError:
         return []
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def _matches(name: str, globs: Sequence[str]) -> bool:
@@ -260,6 +266,12 @@ class FileFilter:
         self._exclude = GitIgnoreSpec.from_lines(exclude) if exclude else None
         self._gitignores = _GitIgnores(self.root)
         self._dir_reasons: dict[str, str | None] = {}
+
+    def read(self, path: Path) -> bytes:
+        """The content of a file under the root, read safely (see `memlsp.config.safe_read`):
+        `RefusedFile` when it is not a regular file, leads out of the root or is over
+        `max_file_bytes`."""
+        return read_regular_file(path, max_bytes=self.max_file_bytes, inside=self._real_root)
 
     def invalidate(self) -> None:
         """Forget the loaded .gitignore files and folder verdicts (after one of them changed)."""
@@ -361,19 +373,19 @@ class FileFilter:
             return NOT_A_FILE
         if not _is_within(real, self._real_root):
             return SYMLINK_OUTSIDE
-        try:
-            status = real.stat()
+        try:  # checked on the opened descriptor: a FIFO swapped in cannot block the read
+            fd, status = open_regular_file(real, inside=self._real_root)
+        except RefusedFile as exc:
+            return SYMLINK_OUTSIDE if exc.kind == "outside" else NOT_A_FILE
         except OSError:
             return NOT_A_FILE
-        if not real.is_file():
-            return NOT_A_FILE
-        if status.st_size > self.max_file_bytes:
-            return TOO_LARGE
-        try:
-            with real.open("rb") as handle:
+        with os.fdopen(fd, "rb") as handle:
+            if status.st_size > self.max_file_bytes:
+                return TOO_LARGE
+            try:
                 head = handle.read(_HEAD_BYTES)
-        except OSError:
-            return NOT_A_FILE
+            except OSError:
+                return NOT_A_FILE
         return _content_reason(head, complete=status.st_size <= len(head), suffix=path.suffix)
 
 

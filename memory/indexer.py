@@ -25,9 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from memlsp.config.safe_read import RefusedFile
 from memlsp.config.schema import MemoryConfig
 from memlsp.memory.chunker import chunk_file
-from memlsp.memory.filters import NOT_A_FILE, TOO_LARGE, FileFilter, mask_secrets
+from memlsp.memory.filters import (
+    NOT_A_FILE,
+    SYMLINK_OUTSIDE,
+    TOO_LARGE,
+    FileFilter,
+    mask_secrets,
+)
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.manifest import FileEntry, Manifest
 from memlsp.memory.records import ChunkRecord, StoreError, StoreUnavailableError
@@ -535,9 +542,11 @@ class Indexer:
         entry = self.manifest.get(rel)
         if entry is not None and entry.same_stat(stat):
             return
-        data = full.read_bytes()
-        if len(data) > self.filter.max_file_bytes:  # grew since the filter looked
-            self._skip(rel, TOO_LARGE, gone=False)
+        try:  # it may have changed since the filter looked: grown, or swapped for a FIFO or link
+            data = self.filter.read(full)
+        except RefusedFile as exc:
+            reason = {"too large": TOO_LARGE, "outside": SYMLINK_OUTSIDE}.get(exc.kind, NOT_A_FILE)
+            self._skip(rel, reason, gone=False)
             return
         sha = hashlib.sha256(data).hexdigest()
         if entry is not None and entry.sha256 == sha:

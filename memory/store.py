@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from memlsp.config.paths import cache_root
+from memlsp.config.paths import cache_root, private_folder
 from memlsp.config.schema import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.records import (
@@ -77,8 +77,7 @@ def load_memos() -> ModuleType:
     with _memos_lock:
         if _backend is not None:
             return _backend
-        base = cache_root() / "memos"
-        base.mkdir(parents=True, exist_ok=True)
+        base = private_folder(cache_root() / "memos")  # MemOS's logs may quote stored code
         os.environ["MEMOS_BASE_PATH"] = str(base)
         os.environ["PYTHON_DOTENV_DISABLED"] = "1"
         root = logging.getLogger()
@@ -256,7 +255,7 @@ class MemoryStore:
                 "backend": backend.SERVER_BACKEND,
                 "config": {**common, "url": url, "api_key": api_key},
             }
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.check_free_space()
         return {"backend": backend.EDGE_BACKEND, "config": {**common, "path": str(self.path)}}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from memlsp.base.edits import TextEdit
+from memlsp.config.safe_read import read_regular_file
 
 __all__ = [
     "PARSERS",
@@ -270,15 +271,24 @@ def _py_position(lines: list[str], out: ToolOutput) -> tuple[int | None, int, in
         if caret is None:
             return line, 0, 0
         shown_column = len(caret["indent"]) - _PY_SHOWN_INDENT
-        return line, max(0, shown_column + _stripped_indent(out.file, line)), len(caret["carets"])
+        return (
+            line,
+            max(0, shown_column + _stripped_indent(out.file, out.root, line)),
+            len(caret["carets"]),
+        )
     return None, 0, 0
 
 
-def _stripped_indent(file: Path, line: int) -> int:
+# The linted file is read again only to measure one line's indent; a source file is far smaller.
+_SOURCE_MAX_BYTES = 16 << 20
+
+
+def _stripped_indent(file: Path, root: Path, line: int) -> int:
     """How much leading whitespace the traceback dropped from the file's line: its caret
     counts from the stripped text, the editor from the real line."""
     try:
-        text = file.read_bytes().decode("utf-8", errors="replace")
+        data = read_regular_file(file, max_bytes=_SOURCE_MAX_BYTES, inside=root)
+        text = data.decode("utf-8", errors="replace")
     except OSError:
         return 0
     # Python's own line breaks only (str.splitlines also splits on \f, \v and others).

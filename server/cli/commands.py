@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memlsp.config import Config
@@ -33,6 +33,16 @@ def _load(workspace: Path | None) -> Config:
     for issue in loaded.issues:
         logging.getLogger("memlsp.config").warning("%s", issue)
     return loaded.config
+
+
+def _private_cache() -> None:
+    """memlsp's cache folder (stores, MemOS logs, sockets under it) made the user's alone."""
+    from memlsp.config.paths import cache_root, private_folder
+
+    try:
+        private_folder(cache_root())
+    except OSError as exc:  # a read-only home: whatever needs the cache reports it later
+        logging.getLogger(__name__).warning("cache folder %s: %s", cache_root(), exc)
 
 
 def cmd_models_install(args: argparse.Namespace) -> int:
@@ -122,6 +132,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the language server (what editors start)."""
     import os
 
+    tcp_address = None
+    if args.tcp:
+        from memlsp.server.lsp.tcp import TcpRefused, check_listen_address
+
+        host, _, port = args.tcp.rpartition(":")
+        try:
+            tcp_address = (host.strip("[]") or "127.0.0.1", int(port))
+            check_listen_address(tcp_address[0], allow_remote=args.allow_remote)
+        except (TcpRefused, ValueError) as exc:
+            sys.stderr.write(f"memlsp serve --tcp {args.tcp}: {exc}\n")
+            return 2
+    _private_cache()
     protocol_out = None
     if not args.tcp:
         from memlsp.server.lsp.stdio import claim_stdout
@@ -136,28 +158,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = build_server()
     session = server.session
     from memlsp.server.cli.control import ControlServer
+    from memlsp.server.lsp.feature import Closer
 
     control = ControlServer(session.status)
     try:
         control.start()
-        session.on_shutdown(control.close)
+        session.features.add(Closer("control socket", control.close))
     except OSError as exc:  # `memlsp status` will not see this server; serving matters more
         logging.getLogger(__name__).warning("no control socket: %s", exc)
     if args.metrics_port:
         from memlsp.server.lsp.metrics import start_exporter
 
-        session.on_shutdown(
-            start_exporter(args.metrics_port, args.metrics_host, session.metrics, session.status)
+        stop_exporter = start_exporter(
+            args.metrics_port, args.metrics_host, session.metrics, session.status
         )
+        session.features.add(Closer("metrics exporter", stop_exporter))
     exit_code = 0
     try:
-        if args.tcp:
-            host, _, port = args.tcp.rpartition(":")
-            server.start_tcp(host or "127.0.0.1", int(port))
-        else:
-            from memlsp.server.lsp.stdio import ResyncingStdin
+        if tcp_address is not None:
+            from memlsp.server.lsp.tcp import TcpGate
 
-            server.start_io(cast(BinaryIO, ResyncingStdin(sys.stdin.buffer)), protocol_out)
+            server.start_tcp(*tcp_address, admit=TcpGate(allow_remote=args.allow_remote).admit)
+        else:
+            server.start_io(sys.stdin.buffer, protocol_out)  # reads through framing.py
     except SystemExit as exc:  # pygls's `exit`: 0 after `shutdown`, else 1 (the LSP rule)
         exit_code = exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -312,6 +335,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from memlsp.models import ModelPool
 
     root = Path(args.path).resolve()
+    _private_cache()
     config = load_config(root).config
     memory_config = config.memory
     if args.qdrant_url:  # given on the command line by the user: trusted like their own file
@@ -424,12 +448,9 @@ def _parse_location(location: str) -> tuple[Path, int, int]:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from memlsp.server.version import VERSION
 
-    try:
-        return version("memlsp")
-    except PackageNotFoundError:
-        return "unknown"
+    return VERSION
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,7 +466,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the language server (stdio by default)")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--stdio", action="store_true", help="JSON-RPC on stdin/stdout (default)")
-    mode.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (127.0.0.1 by default)")
+    mode.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        help="listen on TCP (host 127.0.0.1 by default); only a client of your own user id "
+        "is served (checked through /proc/net/tcp, Linux)",
+    )
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="with --tcp: allow a host other than loopback and serve clients from other "
+        "machines, unauthenticated (anyone who reaches the port drives the server)",
+    )
     serve.add_argument(
         "--metrics-port",
         type=int,
@@ -523,6 +555,9 @@ def _load_llama_first() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from memlsp.config.paths import use_private_umask
+
+    use_private_umask()  # whatever we write (stores, logs, models) is the user's alone
     if args.log_level is None:  # a command's own output, not a log, is what the user reads
         args.log_level = "info" if args.command == "serve" else "warning"
     _setup_logging(args.log_level)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memlsp.config.paths import cache_root
+from memlsp.config.paths import cache_root, private_folder
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,7 @@ MAX_RESPONSE = 4 << 20
 
 def runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "memlsp" if base else cache_root() / "run"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
+    return private_folder(Path(base) / "memlsp" if base else cache_root() / "run")
 
 
 class ControlServer:

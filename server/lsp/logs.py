@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,19 @@ class ClientLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def _create_private(path: Path) -> None:
+    """The log file, created 0600 (it quotes the user's code); an existing one of ours, looser,
+    is tightened. Only new folders on the way are made 0700: the user chose where it lives."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o077)
+    finally:
+        os.close(fd)
+
+
 def configure(level: str = "info", log_file: str = "") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -37,7 +52,7 @@ def configure(level: str = "info", log_file: str = "") -> None:
     root.addHandler(stderr)
     if log_file:
         path = Path(log_file).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         file_handler = logging.FileHandler(path, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(file_handler)

@@ -315,7 +315,7 @@ def test_unreadable_file_and_malformed_sections(user_file: Path, workspace: Path
         f"{user_file}: pool: 5 is not a mapping; valid keys: memory_budget_mb, idle_timeout_s,"
         " acquire_timeout_s (ignored)",
         f"{user_file}: models.gemma3-270m: 'fast' is not a mapping of settings (ignored)",
-        f"{workspace / '.memlsp.yaml'}: cannot be read: Is a directory (file ignored)",
+        f"{workspace / '.memlsp.yaml'}: refused: it is a folder, not a regular file (file ignored)",
     ]
     assert loaded.config.server.log_level == "debug"
 
@@ -535,3 +535,20 @@ def test_workspace_cannot_choose_where_we_write(user_file: Path, workspace: Path
     ]
     assert loaded.config.server.log_file == ""
     assert loaded.config.memory.path == ""
+
+
+def test_workspace_cannot_lift_the_input_limits(user_file: Path, workspace: Path) -> None:
+    ws_file = write(
+        workspace / ".memlsp.yaml",
+        "server: {max_message_bytes: 1073741824, max_document_bytes: 1073741824}\n",
+    )
+    loaded = load(user_file, workspace)
+    assert sorted(messages(loaded)) == [
+        f"{ws_file}: server.max_document_bytes: may only be set in the user config file (ignored)",
+        f"{ws_file}: server.max_message_bytes: may only be set in the user config file (ignored)",
+    ]
+    defaults = load(user_file, None).config.server
+    assert loaded.config.server.max_message_bytes == defaults.max_message_bytes
+    assert loaded.config.server.max_document_bytes == defaults.max_document_bytes
+    write(user_file, "server: {max_document_bytes: 67108864}\n")
+    assert load(user_file, workspace).config.server.max_document_bytes == 67108864
