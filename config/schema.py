@@ -375,6 +375,13 @@ class ServerConfig:
             "reviews in it (a log message says so), and no memory held for it",
         ),
     )
+    statistics: bool = field(
+        default=True,
+        metadata=text(
+            "keep suggestions shown / accepted per day, language and model in stats.sqlite in "
+            "the cache folder, for `memlsp stats`; on this machine only, never sent anywhere"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if replies else 1
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Suggestions shown and accepted per week, language and model, read from the cache file."""
+    from memlsp.server.cli.stats_view import stats_report
+    from memlsp.server.lsp.stats_store import stats_path
+
+    report = stats_report(stats_path(), max(1, args.weeks), enabled=_load(None).server.statistics)
+    sys.stdout.write((report.as_json() if args.json else report.as_text()) + "\n")
+    return report.exit_code
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the installation, models, memory store, config and tools; say how to fix each."""
     from memlsp.config import load_config
@@ -529,6 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="stats of the memlsp servers running on this machine")
     status.add_argument("--json", action="store_true", help="print raw JSON")
     status.set_defaults(func=cmd_status)
+
+    stats = sub.add_parser(
+        "stats",
+        help="suggestions shown / accepted per week, language and model, with the acceptance "
+        "rate and median latency (kept on this machine only; a running server writes every 5 s)",
+    )
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--weeks", type=int, default=4, help="how many weeks back (default: 4)")
+    stats.set_defaults(func=cmd_stats)
 
     models = sub.add_parser("models", help="list or install the model catalogue")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -38,6 +38,10 @@ def render_status(reply: dict[str, Any]) -> str:
             f"  accepted ({row['language']}, {row['model']}): {row['accepted']} full + "
             f"{row['partially_accepted']} partial of {row['shown']} shown"
         )
+    lasting = status.get("statistics")
+    if isinstance(lasting, dict) and lasting.get("enabled"):
+        state = lasting.get("state", "nothing recorded yet")
+        lines.append(f"  statistics: {state}, {lasting.get('file')} (`memlsp stats`)")
     memory = status.get("memory")
     if isinstance(memory, dict):
         for folder in memory.get("folders", []):

@@ -2,7 +2,7 @@
 
 Each inline item carries a ``command`` the editor runs when the user accepts it; the server counts
 shown / accepted / partially accepted. Kept in memory for this session, on this machine only:
-nothing is ever sent anywhere.
+nothing is ever sent anywhere. The per-day counts that outlive the session are in stats_store.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from memlsp.models import ModelError
 from memlsp.server.lsp.acceptance import ACCEPT_COMMAND, AcceptanceStats
 from memlsp.server.lsp.documents import cursor_text, opened_document
 from memlsp.server.lsp.feature import Feature
+from memlsp.server.lsp.lasting_stats import LastingStats
 from memlsp.server.lsp.text_sync import client_position
 
 if TYPE_CHECKING:
@@ -41,7 +43,8 @@ class CompletionService(Feature):
     def __init__(self, session: Session) -> None:
         self.session = session
         self._inflight: dict[str, threading.Event] = {}
-        self.acceptance = AcceptanceStats()
+        self.acceptance = AcceptanceStats()  # this session's, for memlsp/status
+        self.lasting = LastingStats(lambda: session.config)  # per day, for `memlsp stats`
         self.debounced = 0  # requests superseded during the debounce: no model call at all
 
     def status(self) -> dict[str, Any]:
@@ -134,15 +137,21 @@ class CompletionService(Feature):
         self._inflight.clear()
 
 
-def _accept_args(args: tuple[Any, ...]) -> tuple[str, str, int, str]:
+def _accept_args(args: tuple[Any, ...]) -> tuple[str, str, int, str, float | None]:
     """Tolerant parse: editors may send fewer arguments than we put in the command."""
-    defaults: list[Any] = ["", "", 0, "full"]
-    language, model, chars, kind = [*args[:4], *defaults[len(args[:4]) :]]
+    defaults: list[Any] = ["", "", 0, "full", None]
+    language, model, chars, kind, latency = [*args[:5], *defaults[len(args[:5]) :]]
     try:
         count = int(chars)
     except (TypeError, ValueError):
         count = 0
-    return str(language), str(model), count, str(kind)
+    try:
+        latency_ms = float(latency) if latency is not None else None
+    except (TypeError, ValueError):
+        latency_ms = None
+    if latency_ms is not None and not 0 <= latency_ms < 1e9:  # NaN, negative or absurd
+        latency_ms = None
+    return str(language), str(model), count, str(kind), latency_ms
 
 
 def _word_before(prefix: str) -> str:
@@ -155,7 +164,7 @@ def _word_before(prefix: str) -> str:
 
 def register(server: MemlspServer) -> None:
     service = CompletionService(server.session)
-    server.session.features.add(service)
+    server.session.features.add(service, service.lasting)
 
     def cursor(uri: str, position: lsp.Position) -> CursorText | None:
         found = cursor_text(server, uri, position)
@@ -177,15 +186,25 @@ def register(server: MemlspServer) -> None:
         if here is None:
             return None
         cursor_at = at_offset(params.text_document.uri, len(here.prefix))
+        started = time.perf_counter()
         suggestion = await service.suggest(here, "inline_completion")
         if suggestion is None or not suggestion.text:
             return lsp.InlineCompletionList(items=[])
         span = lsp.Range(start=cursor_at, end=cursor_at)
         service.acceptance.shown(here.language_id, suggestion.model)
+        service.lasting.shown(here.language_id, suggestion.model)
+        # What the user waited for (debounce and cache hits included), counted if accepted.
+        latency_ms = round((time.perf_counter() - started) * 1000)
         accepted = lsp.Command(
             title="memlsp: suggestion accepted",
             command=ACCEPT_COMMAND,
-            arguments=[here.language_id, suggestion.model, len(suggestion.text), "full"],
+            arguments=[
+                here.language_id,
+                suggestion.model,
+                len(suggestion.text),
+                "full",
+                latency_ms,
+            ],
         )
         return lsp.InlineCompletionList(
             items=[
@@ -198,10 +217,12 @@ def register(server: MemlspServer) -> None:
     def on_accepted(ls: Any, *args: Any) -> None:
         """The editor ran the item's command: the user took the suggestion (or part of it).
 
-        Arguments: language, model, accepted characters, "full" or "partial".
+        Arguments: language, model, accepted characters, "full" or "partial", and the
+        milliseconds the suggestion took to show (optional).
         """
-        language, model, chars, kind = _accept_args(args)
+        language, model, chars, kind, latency_ms = _accept_args(args)
         service.acceptance.accepted(language, model, chars, kind == "partial")
+        service.lasting.accepted(language, model, kind == "partial", latency_ms)
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions())
     async def completion(
