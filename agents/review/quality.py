@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,13 @@ from memlsp.agents.review.merge import (
     unique_llm,
 )
 from memlsp.agents.review.model import ModelAnswer, PromptTooLong, generate_json
-from memlsp.agents.review.prompt import CodeView, ToolNote, build_messages, strip_lint_mark
+from memlsp.agents.review.prompt import (
+    CodeView,
+    ToolNote,
+    build_messages,
+    echoes_example,
+    strip_lint_mark,
+)
 from memlsp.agents.review.schema import (
     ModelFinding,
     close_if_repeating,
@@ -79,6 +85,7 @@ __all__ = [
     "ReviewFinding",
     "ReviewRequest",
     "ReviewResult",
+    "drop_example_echoes",
     "is_stale",
 ]
 
@@ -121,6 +128,7 @@ class _Stats:
     repetitions: int = 0  # answers stopped because the model repeated itself
     model_findings: int = 0  # as the model wrote them
     unanchored: int = 0  # dropped: snippet not found
+    example_echoes: int = 0  # dropped: the prompt's example repeated, not the reviewed code
     repeats: int = 0  # dropped: a linter's or an earlier review's finding again
     published_llm: int = 0
     prompt_tokens: int = 0
@@ -189,6 +197,7 @@ class QualityAgent:
                 "repetitions": s.repetitions,
                 "model_findings": s.model_findings,
                 "unanchored": s.unanchored,
+                "example_echoes": s.example_echoes,
                 "repeats": s.repeats,
                 "published_llm": s.published_llm,
                 "prompt_tokens": s.prompt_tokens,
@@ -304,7 +313,8 @@ class QualityAgent:
                 f"model answer cut at max_tokens={self.config.max_tokens}; "
                 f"kept its {len(parsed.findings)} complete finding(s)"
             )
-        anchored = [self._anchor(f, snap, scope) for f in parsed.findings]
+        own = drop_example_echoes(parsed.findings, request.text, request.relative_path)
+        anchored = [self._anchor(f, snap, scope) for f in own]
         language = chunk_language(request.language_id, request.relative_path) or ""
         found = [
             f for f in anchored if f is not None and fits_its_line(f, snap.lines[f.line], language)
@@ -329,6 +339,7 @@ class QualityAgent:
             s.truncated_answers += not parsed.complete
             s.repetitions += answer.finish_reason == "watch"
             s.model_findings += len(parsed.findings)
+            s.example_echoes += len(parsed.findings) - len(own)
             s.unanchored += len(anchored) - len(found)
         return found
 
@@ -412,6 +423,23 @@ class QualityAgent:
         with self._lock:
             self._stats.repeats += len(fresh) - len(new)
         return kept + new
+
+
+def drop_example_echoes(
+    findings: Sequence[ModelFinding], text: str, relative_path: str
+) -> list[ModelFinding]:
+    """The model's findings less those that repeat the prompt's worked example."""
+    kept = []
+    for finding in findings:
+        if echoes_example(finding.message, strip_lint_mark(finding.snippet), text):
+            log.debug(
+                "review of %s: dropped a finding that repeats the example: %r",
+                relative_path,
+                finding.message,
+            )
+        else:
+            kept.append(finding)
+    return kept
 
 
 def _check(cancel: threading.Event) -> None:
