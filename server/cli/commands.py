@@ -556,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.set_defaults(func=cmd_models_install)
     models_sub.add_parser("list", help="show the catalogue").set_defaults(func=cmd_models_list)
 
+    from memlsp.server.cli.editor import add_parser as add_editor_parser  # stdlib only: cheap
+
+    add_editor_parser(sub)
+
     smoke = sub.add_parser("smoke", help="complete a small function with the FIM model")
     smoke.add_argument("--model", default="qwen2.5-coder-0.5b")
     smoke.set_defaults(func=cmd_smoke)
