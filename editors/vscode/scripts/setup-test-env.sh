@@ -5,7 +5,8 @@
 #   1. Debian packages: chromium (the browser playwright drives), ripgrep (VS Code's search
 #      binary; its npm package would download it from GitHub), libkrb5-dev (code-server's
 #      kerberos module compiles against it), tmux (tests/editors/test_nvim_screen.py runs Neovim's
-#      terminal UI in it and screenshots it with chromium).
+#      terminal UI in it and screenshots it with chromium), emacs-nox and elpa-eglot
+#      (tests/editors/test_emacs.py), nodejs and npm when node is missing.
 #   2. code-server (VS Code in a browser, from npm) and playwright-core, in a cache folder outside
 #      the repository: $MEMLSP_VSCODE_TEST_DIR, by default ~/.cache/memlsp/vscode-test.
 #   3. The extension: npm ci in editors/vscode, tsc, then vsce package -> editors/vscode/dist/.
@@ -14,6 +15,7 @@
 # (then the chromium package is not installed). tests/editors/test_vscode.py reads the same variables.
 #
 # Needs node >= 20 and npm. Root (or sudo-less apt) only for step 1 when a package is missing.
+# ./setup.sh runs this too, so the README's test command finds the real editors.
 set -euo pipefail
 
 CODE_SERVER_VERSION=4.100.3     # = VS Code 1.100.3, the newest that runs on node 20
@@ -27,6 +29,10 @@ here="$(cd "$(dirname "$0")/.." && pwd)"                     # editors/vscode
 test_dir="${MEMLSP_VSCODE_TEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/memlsp/vscode-test}"
 started=$SECONDS
 say() { echo "setup-test-env: $*"; }
+mkdir -p "$test_dir"
+# One run at a time (./setup.sh and .ci/run both call this): two would clash in apt and npm.
+exec 9>"$test_dir/.lock"
+flock 9
 
 # -- 1. system packages --------------------------------------------------------------------
 missing=()
@@ -34,6 +40,11 @@ missing=()
 command -v rg >/dev/null 2>&1 || missing+=(ripgrep)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 [ -e /usr/include/krb5.h ] || [ -e /usr/include/gssapi/gssapi.h ] || missing+=(libkrb5-dev)
+command -v emacs >/dev/null 2>&1 || missing+=(emacs-nox)
+# Eglot: Debian's package, unless this Emacs has it built in (29+).
+compgen -G "/usr/share/emacs/site-lisp/elpa/eglot-*" >/dev/null \
+  || emacs --batch -Q --eval "(require 'eglot)" >/dev/null 2>&1 || missing+=(elpa-eglot)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)  # the distribution's: >= 20 or not
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   sudo=()
@@ -49,7 +60,6 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   || { say "node >= 20 needed, found $(node --version)" >&2; exit 1; }
 
 # -- 2. code-server and playwright-core ------------------------------------------------------
-mkdir -p "$test_dir"
 want="code-server@$CODE_SERVER_VERSION playwright-core@$PLAYWRIGHT_VERSION"
 stamp="$test_dir/.installed"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$test_dir/node_modules/.bin/code-server" ]; then
