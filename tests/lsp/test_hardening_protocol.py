@@ -19,7 +19,12 @@ PARSE_ERROR, INVALID_REQUEST, NOT_INITIALIZED = -32700, -32600, -32002
 SHORT = 30.0
 
 
-async def _started(root: Path, **options: Any) -> RawServer:
+async def _started(root: Path, user_config: str = "", **options: Any) -> RawServer:
+    """A server on ``root``; ``user_config`` is the user's own config file (the only layer that
+    may change the input limits)."""
+    if user_config:
+        (root / "cfg" / "memlsp").mkdir(parents=True, exist_ok=True)
+        (root / "cfg" / "memlsp" / "config.yaml").write_text(user_config)
     server = await RawServer.start(root / "cfg")
     reply = await server.initialize(root, **{**OPTIONS, **options})
     assert "result" in reply, reply
@@ -57,7 +62,7 @@ async def test_huge_content_length_is_refused_and_the_server_reads_on(server: Ra
 
 
 async def test_message_over_the_configured_cap_gets_an_error(tmp_path: Path) -> None:
-    server = await _started(tmp_path, server={"max_message_bytes": 1 << 20})
+    server = await _started(tmp_path, "server: {max_message_bytes: 1048576}\n")
     refused = server.expect(51)
     params = {"padding": "x" * (2 << 20)}
     await server.send({"id": 51, "method": "memlsp/status", "params": params})
