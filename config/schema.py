@@ -181,6 +181,13 @@ class GeneratorConfig:
         default=True,
         metadata=text("the cursor inside a word: the prompt ends before it, the model retypes it"),
     )
+    work_ahead: bool = field(
+        default=True,
+        metadata=text(
+            "in idle time (a file opened, the cursor in a new region, a suggestion accepted), "
+            "evaluate the next request's prompt at low priority, so it pays only for the change"
+        ),
+    )
     draft: str = field(
         default="prompt-lookup",
         metadata=choice(
@@ -195,6 +202,15 @@ class GeneratorConfig:
             0,
             60000,
             "decoding past this: end at the last complete line (finish the first); 0: off",
+        ),
+    )
+    alternatives: int = field(
+        default=3,
+        metadata=number(
+            1,
+            5,
+            "suggestions on an explicit request (the editor's trigger key): the best first "
+            "tokens of one prompt, each decoded within max_predict_ms; automatic requests get one",
         ),
     )
 

@@ -3,6 +3,11 @@
 Blocking: callers run it in worker threads. Texts are embedded one per llama.cpp call (faster
 than batches of 8 on a 2-core CPU), and the model is taken from the pool for each text, so a
 search's query waits behind one chunk at most, never behind a whole file being indexed.
+
+Embedding for the index is background work (``models.priority``): each text is one step, taken
+in turn with the other background steps and never beside a completion's compute (two llama.cpp
+thread pools on 2 cores made typing while indexing ~10x slower). A search's query is
+interactive: it is short, and a completion's context waits for it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memlsp.models.pool import ModelPool
+from memlsp.models.priority import Preempted
 
 DEFAULT_MODEL = "minilm-l6-v2"
 DEFAULT_DIMENSION = 384
@@ -31,22 +37,44 @@ class Embedder:
         self.dimension = dimension
         self._pool = pool
         self._lock = threading.Lock()
+        # Background steps wait for interactive work, which always ends: nothing cancels them.
+        self._never_cancelled = threading.Event()
         # Counters for tests and status: "a restart re-embeds nothing" is checked with these.
         self.embed_calls = 0
         self.texts_embedded = 0
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One unit-length vector per text; texts longer than the model's window are cut."""
+    def embed(self, texts: Sequence[str], *, interactive: bool = False) -> list[list[float]]:
+        """One unit-length vector per text; texts longer than the model's window are cut.
+
+        ``interactive``: someone waits for it (a search's query); else each text waits for its
+        turn among background work (``models.priority``)."""
         if not texts:
             return []
         vectors = []
         for text in texts:
-            with self._pool.acquire(self.name) as model:
-                vectors.append(self._embed_one(model.llama, text))
+            if interactive:
+                with self._pool.acquire(self.name, interactive=True) as model:
+                    vectors.append(self._embed_one(model.llama, text))
+            else:
+                vectors.append(self._embed_in_turn(text))
         with self._lock:
             self.embed_calls += 1
             self.texts_embedded += len(texts)
         return vectors
+
+    def _embed_in_turn(self, text: str) -> list[float]:
+        """One text as a background step; a query that wants the model goes first (nothing is
+        lost: the text has not been started)."""
+        priority = self._pool.priority
+        while True:
+            with self._pool.acquire(self.name) as model:
+                pacer = priority.background(model.name, self._never_cancelled)
+                try:
+                    with pacer.step():
+                        return self._embed_one(model.llama, text)
+                except Preempted:
+                    pass
+            priority.wait_unwanted(self.name, self._never_cancelled)
 
     def _embed_one(self, llama: Any, text: str) -> list[float]:
         window = min(int(llama.n_ctx()), int(llama.n_batch))

@@ -389,7 +389,7 @@ class MemoryStore:
         db = self._open_db()
         if k <= 0:
             return []
-        vector = self._embedder.embed([query])[0]
+        vector = self._embedder.embed([query], interactive=True)[0]
         selector = {"must_not": {FILE_PATH: exclude_path}} if exclude_path else None
         try:
             items = db.search(vector, k, selector)

@@ -13,7 +13,7 @@ from typing import Any
 
 from memlsp.models.kv_reuse import drop_after, keep_shifted_runs
 from memlsp.models.kv_states import common_prefix
-from memlsp.models.priority import BackgroundPacer
+from memlsp.models.priority import BackgroundPacer, Preempted
 
 __all__ = ["PREFILL_BATCH", "prefill"]
 
@@ -51,10 +51,18 @@ def prefill(
         )
     llama.n_tokens = kept  # eval() drops the KV cache past this point
     for start in range(kept, len(tokens), batch):
-        with pacer.step() if pacer else contextlib.nullcontext():
-            if cancel.is_set():  # also set while the pacer waited
-                if start == kept > common:  # shifted keys not re-rotated yet: not a state
-                    drop_after(llama, common)
-                return None
-            llama.eval(list(tokens[start : start + batch]))
+        # Shifted keys are re-rotated by the first decode: stopping before it leaves no state.
+        unrotated = start == kept > common
+        try:
+            step = pacer.step() if pacer else contextlib.nullcontext()
+            with step:
+                if cancel.is_set():  # also set while the pacer waited
+                    if unrotated:
+                        drop_after(llama, common)
+                    return None
+                llama.eval(list(tokens[start : start + batch]))
+        except Preempted:
+            if unrotated:
+                drop_after(llama, common)
+            raise
     return kept

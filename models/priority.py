@@ -1,5 +1,5 @@
 """Typing goes first: interactive model work (completions, refactors) before background work
-(reviews).
+(reviews, embeddings for indexing, work-ahead prefills).
 
 On a CPU every model call uses all cores, and two calls at once do not share them fairly: the
 thread pools spin against each other and both slow down many times over. A review of a saved
@@ -18,6 +18,10 @@ token), and before each step:
 An interactive request counts as *wanting* a model from before it waits for the model's lock,
 and as *running* once it holds it: only running requests pause work on other models, so a
 request that must wait for memory held by a paused review cannot wait for it forever.
+
+Background steps also take turns among themselves, across models: indexing embeddings beside a
+review (or a work-ahead prefill) would spin two thread pools on the same cores again. So, with
+interactive work settled by one step at most, at most one llama.cpp compute runs at a time.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +61,8 @@ class Priority:
         self._preemptions = 0
         self._settles = 0
         self._settle_s = 0.0
+        self._turn_waits = 0  # background steps that waited for another one's turn
+        self._turn_queue: deque[object] = deque()  # background steps waiting, oldest first
 
     @contextlib.contextmanager
     def wanting(self, model: str) -> Iterator[None]:
@@ -99,6 +105,7 @@ class Priority:
                 "background_pauses": self._pauses,
                 "background_paused_s": round(self._paused_s, 3),
                 "background_preempted": self._preemptions,
+                "background_turn_waits": self._turn_waits,
                 "interactive_waits": self._settles,
                 "interactive_waited_s": round(self._settle_s, 3),
             }
@@ -113,18 +120,36 @@ class Priority:
     def _must_wait(self, holding: str) -> bool:
         return _on_other_models(self._running, holding)
 
+    def _my_turn(self, holding: str, ticket: object) -> bool:
+        """No interactive work on another model, no other background step computing (on any
+        model: one compute at a time), and no background step queued before this one."""
+        if self._must_wait(holding) or self._background_steps:
+            return False
+        return not self._turn_queue or self._turn_queue[0] is ticket
+
     @contextlib.contextmanager
     def _step(self, pacer: BackgroundPacer) -> Iterator[None]:
         holding = pacer.holding
+        ticket = object()
         with self._cv:
             started = time.monotonic() if self._must_wait(holding) else None
-            while True:  # checked before the step and after every wait
-                if pacer.preemptible and self._wanted[holding]:
-                    self._preemptions += 1
-                    raise Preempted()
-                if not self._must_wait(holding) or pacer.cancel.is_set():
-                    break
-                self._cv.wait(_POLL_S)
+            queued = False
+            try:
+                while True:  # checked before the step and after every wait
+                    if pacer.preemptible and self._wanted[holding]:
+                        self._preemptions += 1
+                        raise Preempted()
+                    if pacer.cancel.is_set() or self._my_turn(holding, ticket):
+                        break
+                    if not queued:  # first come, first served among background steps
+                        self._turn_queue.append(ticket)
+                        queued = True
+                        self._turn_waits += not self._must_wait(holding)
+                    self._cv.wait(_POLL_S)
+            finally:
+                if queued:
+                    self._turn_queue.remove(ticket)
+                    self._cv.notify_all()
             if started is not None:
                 self._pauses += 1
                 self._paused_s += time.monotonic() - started

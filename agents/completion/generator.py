@@ -7,7 +7,8 @@ own loop so it can stop between tokens (cancellation, end of line, end of block)
 prompt in small batches, checking for cancellation between them: a superseded request releases the
 model within one batch instead of after a whole prompt. Tokens guessed from the prompt are
 checked in batches (agents/completion/draft.py: the same text, faster), and past
-``max_predict_ms`` the answer ends at a line end.
+``max_predict_ms`` the answer ends at a line end. An explicit request also gets the texts that
+the next best first tokens lead to (``alternatives``), from the same prompt evaluation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,15 +26,16 @@ from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_abo
 from memlsp.agents.completion.completion_cache import CompletionCache
 from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLookup
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
-from memlsp.agents.completion.fim_prompt import FimPromptBuilder, FimSpecialIds
+from memlsp.agents.completion.fim_prompt import FimPrompt, FimPromptBuilder, FimSpecialIds
 from memlsp.agents.completion.postprocess import CompletionMode, clean_completion, decide_mode
 from memlsp.agents.completion.sticky_context import StickyContext
 from memlsp.agents.completion.token_healing import Vocabulary, split_for_healing
 from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest, code_around_cursor
 from memlsp.config.schema import GeneratorConfig
 from memlsp.models import LoadedModel, ModelPool
-from memlsp.models.kv_states import KvStates
+from memlsp.models.kv_states import KvStates, common_prefix
 from memlsp.models.prefill import prefill
+from memlsp.models.priority import Preempted
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class InlineRequest:
     prefix: str  # document text before the cursor
     suffix: str  # document text after the cursor
     repo_name: str = ""
+    # Suggestions wanted: above 1 on an explicit request (agents.generator.alternatives).
+    alternatives: int = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Suggestion:
     prompt_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
+    alternatives: tuple[str, ...] = ()  # other distinct suggestions, after ``text``
 
 
 @dataclass
@@ -79,6 +85,10 @@ class GeneratorStats:
     drafted_tokens: int = 0  # guessed tokens checked in batches (agents.generator.draft)
     accepted_drafts: int = 0  # of which right
     timed_out: int = 0  # answers cut at a line end by agents.generator.max_predict_ms
+    work_ahead: int = 0  # prompts prefilled ahead of a request (agents.generator.work_ahead)
+    work_ahead_tokens: int = 0  # prompt tokens they evaluated
+    work_ahead_stopped: int = 0  # of which stopped by a request or a cancel
+    alternatives: int = 0  # other suggestions given on explicit requests
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,6 +120,8 @@ class GeneratorAgent:
         started = time.perf_counter()
         with self._lock:
             self._stats.requests += 1
+        if request.alternatives > 1:  # the cache holds one suggestion: ask for them all
+            return None
         text = self.cache.get(request.prefix, request.suffix)
         source = "cache"
         if text is None:
@@ -132,22 +144,7 @@ class GeneratorAgent:
         if cancel.is_set():
             raise self._cancelled()
         mode = decide_mode(request.prefix, request.suffix, request.language_id)
-        chunks = []
-        if self.context is not None and self.config.context_tokens > 0:
-            ctx_request = ContextRequest(
-                path=request.path,
-                prefix=request.prefix,
-                suffix=request.suffix,
-                language_id=request.language_id,
-                uri=request.doc_key,
-            )
-            try:
-                chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
-            except Exception:  # context is a bonus: never fail a completion over it
-                log.exception("context provider failed")
-            around = code_around_cursor(request.prefix, request.suffix)
-            line = request.prefix.count("\n")
-            chunks = self._sticky.choose(request.doc_key, line, chunks, around)
+        chunks = self._context_chunks(request)
         with self._lock:
             self._last_context = [(c.source, c.path) for c in chunks]
         # On a line holding only indentation, first the prompt cut at the line above; if that
@@ -155,27 +152,39 @@ class GeneratorAgent:
         cut = cut_at_line_above(request.prefix)
         attempts: list[tuple[str, str] | None] = [cut, None] if cut is not None else [None]
         text = raw = ""
+        others: tuple[str, ...] = ()
         prompt_tokens = reused = generated = 0
         with self.pool.acquire(self.model_name, interactive=True) as model:
             for attempt in attempts:
                 if cancel.is_set():
                     raise self._cancelled()
                 model_prefix = request.prefix if attempt is None else attempt[0]
-                raw, sizes = self._run_model(
-                    model, request, model_prefix, chunks, mode, cancel, blank_line=cut is not None
+
+                def finish(raw: str, attempt: tuple[str, str] | None = attempt) -> str:
+                    if attempt is not None:
+                        raw = from_line_above(raw, attempt[1], attempt[0])
+                    return clean_completion(
+                        raw,
+                        prefix=request.prefix,
+                        suffix=request.suffix,
+                        mode=mode,
+                        max_lines=self.config.multiline_max_lines,
+                    )
+
+                raw, sizes, others = self._run_model(
+                    model,
+                    request,
+                    model_prefix,
+                    chunks,
+                    mode,
+                    cancel,
+                    blank_line=cut is not None,
+                    finish=finish,
                 )
                 prompt_tokens += sizes[0]
                 reused += sizes[1]
                 generated += sizes[2]
-                if attempt is not None:
-                    raw = from_line_above(raw, attempt[1], attempt[0])
-                text = clean_completion(
-                    raw,
-                    prefix=request.prefix,
-                    suffix=request.suffix,
-                    mode=mode,
-                    max_lines=self.config.multiline_max_lines,
-                )
+                text = finish(raw)
                 if text:
                     break
                 if attempt is not None:
@@ -191,6 +200,7 @@ class GeneratorAgent:
             self._stats.prompt_tokens += prompt_tokens
             self._stats.reused_tokens += reused
             self._stats.generated_tokens += generated
+            self._stats.alternatives += len(others)
             if not text:
                 self._stats.empty += 1
         log.debug(
@@ -202,7 +212,103 @@ class GeneratorAgent:
             reused,
             generated,
         )
-        return Suggestion(text, "model", self.model_name, seconds, prompt_tokens, reused, generated)
+        return Suggestion(
+            text, "model", self.model_name, seconds, prompt_tokens, reused, generated, others
+        )
+
+    def _context_chunks(self, request: InlineRequest) -> list[ContextChunk]:
+        """Other-file context for ``request``: the document's last chunks while they serve."""
+        if self.context is None or self.config.context_tokens <= 0:
+            return []
+        chunks: list[ContextChunk] = []
+        ctx_request = ContextRequest(
+            path=request.path,
+            prefix=request.prefix,
+            suffix=request.suffix,
+            language_id=request.language_id,
+            uri=request.doc_key,
+        )
+        try:
+            chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
+        except Exception:  # context is a bonus: never fail a completion over it
+            log.exception("context provider failed")
+        around = code_around_cursor(request.prefix, request.suffix)
+        line = request.prefix.count("\n")
+        return self._sticky.choose(request.doc_key, line, chunks, around)
+
+    def work_ahead(self, request: InlineRequest, cancel: threading.Event) -> int:
+        """Background: bring the model's KV cache up to the prompt ``request`` would be asked
+        with (context, cut at the line above on a blank line; no generation), so the request
+        pays only for what changes after. Gives the model up within one prompt batch when a
+        request wants it or ``cancel`` is set. Returns the prompt tokens evaluated."""
+        priority = self.pool.priority
+        priority.wait_unwanted(self.model_name, cancel)  # a request is coming: it goes first
+        if cancel.is_set():
+            return 0
+        chunks = self._context_chunks(request)
+        cut = cut_at_line_above(request.prefix)
+        blank_line = cut is not None
+        model_prefix = request.prefix if cut is None else cut[0]
+        with self.pool.acquire(self.model_name) as model:
+            if cancel.is_set():  # superseded while a request held the model
+                return 0
+            llama = model.llama
+            prompt = self._prompt(model, request, model_prefix, chunks, blank_line=blank_line)[0]
+            tokens = _fit_context(llama, prompt.tokens, self.config.max_tokens)
+            self._kv(model.name).switch_to(llama, request.doc_key, tokens)
+            held = common_prefix(llama, tokens)
+            pacer = priority.background(model.name, cancel)
+            try:
+                done = prefill(
+                    llama,
+                    tokens,
+                    cancel,
+                    pacer=pacer,
+                    reuse_min_chunk=self.config.kv_reuse_min_tokens,
+                )
+            except Preempted:
+                done = None
+            evaluated = max(0, common_prefix(llama, tokens) - held)
+        with self._lock:
+            self._stats.work_ahead += 1
+            self._stats.work_ahead_tokens += evaluated
+            self._stats.work_ahead_stopped += done is None
+        log.debug("work-ahead for %s: %d prompt tokens evaluated", request.doc_key, evaluated)
+        return evaluated
+
+    def _prompt(
+        self,
+        model: LoadedModel,
+        request: InlineRequest,
+        model_prefix: str,
+        chunks: list[ContextChunk],
+        *,
+        blank_line: bool,
+    ) -> tuple[FimPrompt, str, str, bytes]:
+        """The prompt for ``model_prefix`` (work-ahead builds the same one): (prompt, the
+        prefix it ends with, the start of the cursor's line there, the bytes to heal)."""
+        config = self.config
+        tokenize = _tokenizer(model)
+        # The model starts at the end of the line above when the prompt was cut there.
+        line_start = model_prefix.rsplit("\n", 1)[-1] if model_prefix == request.prefix else ""
+        heal = b""
+        if config.token_healing and line_start:
+            llama = model.llama
+            model_prefix, heal = split_for_healing(
+                model_prefix, tokenize, lambda token: bytes(llama.detokenize([token]))
+            )
+            line_start = model_prefix.rsplit("\n", 1)[-1]
+        prompt = self._builder(model).build(
+            tokenize,
+            doc_key=request.doc_key,
+            path=request.path,
+            prefix=model_prefix,
+            suffix=request.suffix,
+            repo_name=request.repo_name,
+            chunks=chunks,
+            suffix_budget=config.blank_line_suffix_tokens if blank_line else config.suffix_tokens,
+        )
+        return prompt, model_prefix, line_start, heal
 
     def _run_model(
         self,
@@ -214,37 +320,21 @@ class GeneratorAgent:
         cancel: threading.Event,
         *,
         blank_line: bool,
-    ) -> tuple[str, tuple[int, int, int]]:
-        """One prompt through the model: (raw text, (prompt tokens, reused, generated)).
+        finish: Callable[[str], str],
+    ) -> tuple[str, tuple[int, int, int], tuple[str, ...]]:
+        """One prompt through the model: (raw text, (prompt tokens, reused, generated), other
+        suggestions). ``finish``: raw text to suggestion, which tells alternatives apart.
 
         ``blank_line``: the cursor's line holds only indentation. What follows then decides
         which line goes here (on 171 HumanEval-FIM Python tasks: 50.3 % exact match with 96
         suffix tokens, 53.2 % with 256), and the request comes once per line, not per key."""
         config = self.config
         builder = self._builder(model)
-        tokenize = _tokenizer(model)
-        # The model starts at the end of the line above when the prompt was cut there.
-        line_start = model_prefix.rsplit("\n", 1)[-1] if model_prefix == request.prefix else ""
-        heal = b""
-        vocabulary = None
-        if config.token_healing and line_start:
-            llama = model.llama
-            model_prefix, heal = split_for_healing(
-                model_prefix, tokenize, lambda token: bytes(llama.detokenize([token]))
-            )
-            line_start = model_prefix.rsplit("\n", 1)[-1]
-            # Built on the first cursor inside a word (once per model, under the model's lock).
-            vocabulary = self._vocabulary(model) if heal else None
-        prompt = builder.build(
-            tokenize,
-            doc_key=request.doc_key,
-            path=request.path,
-            prefix=model_prefix,
-            suffix=request.suffix,
-            repo_name=request.repo_name,
-            chunks=chunks,
-            suffix_budget=config.blank_line_suffix_tokens if blank_line else config.suffix_tokens,
+        prompt, model_prefix, line_start, heal = self._prompt(
+            model, request, model_prefix, chunks, blank_line=blank_line
         )
+        # Built on the first cursor inside a word (once per model, under the model's lock).
+        vocabulary = self._vocabulary(model) if heal else None
         try:
             decoded = _decode(
                 model,
@@ -266,6 +356,8 @@ class GeneratorAgent:
                 draft=config.draft,
                 max_predict_ms=config.max_predict_ms,
                 kv_reuse_min_tokens=config.kv_reuse_min_tokens,
+                alternatives=request.alternatives,
+                finish=finish,
             )
         except Cancelled:  # stopped in the prompt or between tokens: count it too
             raise self._cancelled() from None
@@ -274,7 +366,8 @@ class GeneratorAgent:
             self._stats.drafted_tokens += decoded.drafted
             self._stats.accepted_drafts += decoded.accepted
             self._stats.timed_out += decoded.timed_out
-        return decoded.text, (len(prompt.tokens), decoded.reused, decoded.generated)
+        sizes = (len(prompt.tokens), decoded.reused, decoded.generated)
+        return decoded.text, sizes, decoded.alternatives
 
     def forget(self, doc_key: str) -> None:
         self._sticky.forget(doc_key)
@@ -303,6 +396,10 @@ class GeneratorAgent:
                 "drafted_tokens": s.drafted_tokens,
                 "accepted_drafts": s.accepted_drafts,
                 "timed_out": s.timed_out,
+                "work_ahead": s.work_ahead,
+                "work_ahead_tokens": s.work_ahead_tokens,
+                "work_ahead_stopped": s.work_ahead_stopped,
+                "alternatives": s.alternatives,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients
@@ -371,6 +468,12 @@ def _tokenizer(model: LoadedModel) -> Any:
     return tokenize
 
 
+def _fit_context(llama: Any, tokens: list[int], max_tokens: int) -> list[int]:
+    """The prompt cut to leave room for the answer, keeping its end (the FIM part)."""
+    room = llama.n_ctx() - max_tokens - 1
+    return tokens[-room:] if len(tokens) > room else tokens
+
+
 class Decoded(NamedTuple):
     text: str
     reused: int  # prompt tokens found in the KV cache
@@ -380,6 +483,7 @@ class Decoded(NamedTuple):
     accepted: int = 0  # of which right: each spared one evaluation
     timed_out: bool = False  # agents.generator.max_predict_ms cut it at a line end
     tokens: tuple[int, ...] = ()  # the tokens picked, healed ones included
+    alternatives: tuple[str, ...] = ()  # finished texts of other first tokens, distinct
 
 
 class _Greedy:
@@ -434,16 +538,36 @@ class _Greedy:
         logits = np.ctypeslib.as_array(
             self._lib.llama_get_logits_ith(self._llama.ctx, -1), shape=(self._n_vocab,)
         )
+        best = self.candidates(logits, 1)
+        if not best:  # no token fits the healed bytes (cannot happen with byte tokens)
+            self.gave_up = True
+            return None
+        return self.pick(best[0])
+
+    def candidates(self, logits: np.ndarray[Any, Any], count: int) -> list[int]:
+        """The ``count`` tokens with the highest ``logits``, best first; while healed bytes are
+        pending, among the tokens that fit them only."""
+        fitting = None
         if self.pending and self._vocabulary is not None:
             fitting = self._vocabulary.allowed(self.pending)
-            if not len(fitting):  # no token fits (cannot happen with byte tokens): give up
-                self.gave_up = True
-                return None
-            token = int(fitting[int(np.argmax(logits[fitting]))])
+            logits = logits[fitting]
+        count = min(count, len(logits))
+        if count <= 0:
+            return []
+        if count == 1:  # argmax: the first of equal ones, as greedy decoding always picked
+            best = np.array([np.argmax(logits)])
+        else:
+            top = np.argpartition(-logits, count - 1)[:count]
+            best = top[np.argsort(-logits[top], kind="stable")]
+        return [int(fitting[i]) if fitting is not None else int(i) for i in best]
+
+    def pick(self, token: int) -> int | None:
+        """``token`` chosen for the next position (among ``candidates``): as ``step``."""
+        if self.pending and self._vocabulary is not None:
             piece = self._vocabulary.piece(token)
             self.pending = self.pending[len(piece) :] if self.pending.startswith(piece) else b""
             return self._append(token, piece)
-        return self.take(int(np.argmax(logits)))
+        return self.take(token)
 
     def take(self, token: int) -> int | None:
         """The argmax ``token``, picked with nothing pending: as ``step``."""
@@ -501,6 +625,8 @@ def _decode(
     draft: str = "off",
     max_predict_ms: int = 0,
     kv_reuse_min_tokens: int = 0,
+    alternatives: int = 1,
+    finish: Callable[[str], str] | None = None,
 ) -> Decoded:
     """Greedy decoding with early stops.
 
@@ -510,14 +636,18 @@ def _decode(
     (agents.fences). ``draft``: "prompt-lookup" checks guessed tokens in batches (same text,
     agents.completion.draft). ``max_predict_ms``: past this much time after the prompt, end at
     the last line break that follows some text (0: no limit). ``kv_reuse_min_tokens``: cached
-    runs kept across a deletion by shifting them (models.kv_reuse; 0: off)."""
+    runs kept across a deletion by shifting them (models.kv_reuse; 0: off).
+
+    ``alternatives`` above 1: after the greedy answer, the next best first tokens (that fit the
+    healed bytes too) are decoded the same way, each from the logits the prompt left and with
+    its own ``max_predict_ms``, until that many distinct non-empty texts after ``finish`` (the
+    caller's post-processing). The prompt is evaluated once: each branch's tokens are dropped
+    from the KV cache before the next. No alternatives to an empty greedy text."""
     from memlsp.models.runtime import llama_cpp
 
     lib = llama_cpp()
     llama = model.llama
-    room = llama.n_ctx() - max_tokens - 1
-    if len(tokens) > room:  # keep the end: the FIM part matters most
-        tokens = tokens[-room:]
+    tokens = _fit_context(llama, tokens, max_tokens)
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
     reused = prefill(
         llama, tokens, cancel, last_for_logits=True, reuse_min_chunk=kv_reuse_min_tokens
@@ -532,62 +662,161 @@ def _decode(
     )
     if reused is None:
         raise Cancelled()
-    pending = heal if vocabulary is not None else b""
-    greedy = _Greedy(
-        lib,
-        llama,
-        stops,
-        mode,
-        max_lines,
-        line_start,
-        budget=max_tokens + len(pending),
-        pending=pending,
-        vocabulary=vocabulary,
-        fences_after=fences_after,
-        max_predict_ms=max_predict_ms,
-    )
-    lookup = PromptLookup(tokens, capacity=max_tokens + len(pending)) if draft != "off" else None
-    drafted = accepted = 0
+    # The prompt's last logits, for the alternatives' first tokens: decoding overwrites them.
+    first_logits = _last_logits(lib, llama).copy() if alternatives > 1 else None
+
+    def branch() -> _Greedy:  # each branch has its own budget and time cap
+        pending = heal if vocabulary is not None else b""
+        return _Greedy(
+            lib,
+            llama,
+            stops,
+            mode,
+            max_lines,
+            line_start,
+            budget=max_tokens + len(pending),
+            pending=pending,
+            vocabulary=vocabulary,
+            fences_after=fences_after,
+            max_predict_ms=max_predict_ms,
+        )
+
+    def lookup() -> PromptLookup | None:
+        return PromptLookup(tokens, capacity=max_tokens + len(heal)) if draft != "off" else None
+
+    greedy = branch()
+    others: tuple[str, ...] = ()
     with BatchVerifier(lib, llama, MAX_DRAFT + 1) as verifier:
-        token = greedy.step()
-        while token is not None:
-            if cancel.is_set():
-                raise Cancelled()
-            guesses: list[int] = []
-            if lookup is not None:
-                lookup.append(token)
-                # Not while healing: those tokens are chosen among the fitting ones only.
-                if not greedy.pending:
-                    guesses = lookup.propose(greedy.room - 1)
-            if not guesses:
-                llama.eval([token])
-                token = greedy.step()
-                continue
-            drafted += len(guesses)
-            picks = verifier.argmaxes([token, *guesses])
-            right = 0
-            for pick, guess in zip(picks, [*guesses, None], strict=True):
-                token = greedy.take(pick)
-                if token is None or pick != guess:
+        drafted, accepted = _follow(llama, greedy, greedy.step(), lookup(), verifier, cancel)
+        generated = greedy.generated
+        finished = finish or (lambda raw: raw)
+        best = "" if first_logits is None or greedy.gave_up else finished(greedy.text(heal))
+        # Branch at the first token with text: a blank lead ("\n    " on a blank line) is
+        # shared, so that alternatives differ in what they write, not in how it is indented.
+        lead = _text_starts_at(llama, greedy.tokens) if best else None
+        if first_logits is not None and lead is not None:
+            seen = {best}
+            start = len(tokens) + lead  # the prompt and the lead stay in the KV cache
+            logits = first_logits
+            if lead:  # the logits after the lead: its last token evaluated again
+                _keep_tokens(lib, llama, start - 1)
+                llama.eval(greedy.tokens[lead - 1 : lead])
+                logits = _last_logits(lib, llama).copy()
+            probe = branch()
+            _replay(probe, greedy.tokens[:lead], None)
+            tried = 0
+            picked: list[str] = []
+            for first in probe.candidates(logits, 1 + MAX_ALTERNATIVE_TRIES):
+                if len(picked) == alternatives - 1 or tried == 2 * (alternatives - 1):
                     break
-                right += 1
-                lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
-            # ``token``, when not None, is a wrong guess's correction: not evaluated yet.
-            verifier.keep(1 + right)
-            lookup.checked(len(guesses), right)  # type: ignore[union-attr]
-            accepted += right
+                # The greedy one, and blank pieces: mostly the same text indented otherwise.
+                if first == greedy.tokens[lead] or not llama.detokenize([first]).strip():
+                    continue
+                _keep_tokens(lib, llama, start)
+                other, other_lookup = branch(), lookup()
+                tried += 1
+                if not _replay(other, greedy.tokens[:lead], other_lookup):
+                    break
+                token = other.pick(first)
+                counts = _follow(llama, other, token, other_lookup, verifier, cancel)
+                drafted += counts[0]
+                accepted += counts[1]
+                generated += other.generated - lead
+                text = "" if other.gave_up else finished(other.text(heal))
+                if text and text not in seen:
+                    seen.add(text)
+                    picked.append(text)
+            others = tuple(picked)
     if greedy.gave_up:
-        return Decoded("", reused, greedy.generated)
+        return Decoded("", reused, generated)
     return Decoded(
         greedy.text(heal),
         reused,
-        greedy.generated,
+        generated,
         greedy.fenced,
         drafted,
         accepted,
         greedy.timed_out,
         tuple(greedy.tokens),
+        others,
     )
+
+
+# First tokens looked at for alternatives; at most twice as many branches as wanted are
+# decoded, since some give a text another already gave.
+MAX_ALTERNATIVE_TRIES = 8
+
+
+def _last_logits(lib: Any, llama: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The logits after the last token evaluated (a view: llama.cpp reuses the buffer)."""
+    return np.ctypeslib.as_array(
+        lib.llama_get_logits_ith(llama.ctx, -1), shape=(int(llama.n_vocab()),)
+    )
+
+
+def _text_starts_at(llama: Any, tokens: Sequence[int]) -> int | None:
+    """The index of the first token with more than whitespace (None: all blank)."""
+    for i, token in enumerate(tokens):
+        if bytes(llama.detokenize([token])).strip():
+            return i
+    return None
+
+
+def _keep_tokens(lib: Any, llama: Any, count: int) -> None:
+    """Drop what follows the first ``count`` tokens from the KV cache (a decoded branch)."""
+    lib.llama_memory_seq_rm(lib.llama_get_memory(llama.ctx), -1, count, -1)
+    llama.n_tokens = count
+
+
+def _replay(branch: _Greedy, tokens: Sequence[int], lookup: PromptLookup | None) -> bool:
+    """Feed a branch the tokens it shares with the greedy answer (in the KV cache already);
+    False if they end it, which the greedy answer's going on past them rules out."""
+    for token in tokens:
+        if lookup is not None:
+            lookup.append(token)
+        if branch.pick(token) is None:
+            return False
+    return True
+
+
+def _follow(
+    llama: Any,
+    greedy: _Greedy,
+    token: int | None,
+    lookup: PromptLookup | None,
+    verifier: BatchVerifier,
+    cancel: threading.Event,
+) -> tuple[int, int]:
+    """Greedy decoding from ``token`` (picked, not evaluated yet) until ``greedy`` stops:
+    (tokens drafted, of which right)."""
+    drafted = accepted = 0
+    while token is not None:
+        if cancel.is_set():
+            raise Cancelled()
+        guesses: list[int] = []
+        if lookup is not None:
+            lookup.append(token)
+            # Not while healing: those tokens are chosen among the fitting ones only.
+            if not greedy.pending:
+                guesses = lookup.propose(greedy.room - 1)
+        if not guesses:
+            llama.eval([token])
+            token = greedy.step()
+            continue
+        drafted += len(guesses)
+        picks = verifier.argmaxes([token, *guesses])
+        right = 0
+        for pick, guess in zip(picks, [*guesses, None], strict=True):
+            token = greedy.take(pick)
+            if token is None or pick != guess:
+                break
+            right += 1
+            lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
+        # ``token``, when not None, is a wrong guess's correction: not evaluated yet.
+        verifier.keep(1 + right)
+        lookup.checked(len(guesses), right)  # type: ignore[union-attr]
+        accepted += right
+    return drafted, accepted
 
 
 def _indent(line: str) -> int:

@@ -8,6 +8,7 @@ generation stops between tokens), and `$/cancelRequest` does the same.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from memlsp.server.lsp.documents import cursor_text, opened_document
 from memlsp.server.lsp.feature import Feature
 from memlsp.server.lsp.lasting_stats import LastingStats
 from memlsp.server.lsp.text_sync import client_position
+from memlsp.server.lsp.work_ahead import WorkAheadService
 
 if TYPE_CHECKING:
     from memlsp.server.lsp.server import MemlspServer
@@ -35,6 +37,7 @@ class CursorText:
     language_id: str
     prefix: str
     suffix: str
+    alternatives: int = 1  # suggestions wanted (an explicit inline request: more)
 
 
 class CompletionService(Feature):
@@ -46,6 +49,8 @@ class CompletionService(Feature):
         self.acceptance = AcceptanceStats()  # this session's, for memlsp/status
         self.lasting = LastingStats(lambda: session.config)  # per day, for `memlsp stats`
         self.debounced = 0  # requests superseded during the debounce: no model call at all
+        self.work_ahead = WorkAheadService(session)
+        self._shown: tuple[CursorText, list[str]] | None = None  # the last inline answer
 
     def status(self) -> dict[str, Any]:
         debounce = {
@@ -81,6 +86,10 @@ class CompletionService(Feature):
             prefix=cursor.prefix,
             suffix=cursor.suffix,
             repo_name=root.name if root else "",
+            alternatives=cursor.alternatives,
+        )
+        self.work_ahead.request_arrived(
+            cursor.uri, cursor.language_id, cursor.prefix, cursor.suffix
         )
         previous = self._inflight.pop(cursor.uri, None)
         if previous is not None:
@@ -131,6 +140,21 @@ class CompletionService(Feature):
             return hit
         return generator.complete(request, cancel)
 
+    def remember_shown(self, cursor: CursorText, texts: list[str]) -> None:
+        self._shown = (cursor, texts)
+
+    def work_ahead_after_accept(self, chars: int, partial: bool) -> None:
+        """Prefill for the cursor after the accepted text: the last answer's item of ``chars``
+        characters (its first), or the first ``chars`` of it when ``partial``."""
+        if self._shown is None:
+            return
+        cursor, texts = self._shown
+        text = next((t for t in texts if len(t) == chars), texts[0])
+        text = text[:chars] if partial else text
+        if text:
+            prefix = cursor.prefix + text
+            self.work_ahead.accepted(cursor.uri, cursor.language_id, prefix, cursor.suffix)
+
     def cancel_all(self) -> None:
         for event in self._inflight.values():
             event.set()
@@ -164,7 +188,7 @@ def _word_before(prefix: str) -> str:
 
 def register(server: MemlspServer) -> None:
     service = CompletionService(server.session)
-    server.session.features.add(service, service.lasting)
+    server.session.features.add(service, service.lasting, service.work_ahead)
 
     def cursor(uri: str, position: lsp.Position) -> CursorText | None:
         found = cursor_text(server, uri, position)
@@ -187,6 +211,10 @@ def register(server: MemlspServer) -> None:
             return None
         cursor_at = at_offset(params.text_document.uri, len(here.prefix))
         started = time.perf_counter()
+        # The editor's trigger key asks for choices; typing gets the best one only.
+        if params.context.trigger_kind == lsp.InlineCompletionTriggerKind.Invoked:
+            wanted = service.session.config.agents.generator.alternatives
+            here = dataclasses.replace(here, alternatives=wanted)
         suggestion = await service.suggest(here, "inline_completion")
         if suggestion is None or not suggestion.text:
             return lsp.InlineCompletionList(items=[])
@@ -195,22 +223,19 @@ def register(server: MemlspServer) -> None:
         service.lasting.shown(here.language_id, suggestion.model)
         # What the user waited for (debounce and cache hits included), counted if accepted.
         latency_ms = round((time.perf_counter() - started) * 1000)
-        accepted = lsp.Command(
-            title="memlsp: suggestion accepted",
-            command=ACCEPT_COMMAND,
-            arguments=[
-                here.language_id,
-                suggestion.model,
-                len(suggestion.text),
-                "full",
-                latency_ms,
-            ],
-        )
-        return lsp.InlineCompletionList(
-            items=[
-                lsp.InlineCompletionItem(insert_text=suggestion.text, range=span, command=accepted)
-            ]
-        )
+        model = suggestion.model
+
+        def item(text: str) -> lsp.InlineCompletionItem:
+            accepted = lsp.Command(
+                title="memlsp: suggestion accepted",
+                command=ACCEPT_COMMAND,
+                arguments=[here.language_id, model, len(text), "full", latency_ms],
+            )
+            return lsp.InlineCompletionItem(insert_text=text, range=span, command=accepted)
+
+        texts = [suggestion.text, *suggestion.alternatives]  # the greedy one first
+        service.remember_shown(here, texts)
+        return lsp.InlineCompletionList(items=[item(text) for text in texts])
 
     # pygls resolves command handlers' annotations at call time: only names importable here.
     @server.command(ACCEPT_COMMAND)
@@ -223,6 +248,7 @@ def register(server: MemlspServer) -> None:
         language, model, chars, kind, latency_ms = _accept_args(args)
         service.acceptance.accepted(language, model, chars, kind == "partial")
         service.lasting.accepted(language, model, kind == "partial", latency_ms)
+        service.work_ahead_after_accept(chars, kind == "partial")
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions())
     async def completion(

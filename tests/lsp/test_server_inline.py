@@ -234,6 +234,38 @@ async def test_burst_of_requests_while_typing(client: LanguageClient, workspace:
     assert await inline(client, uri2, 1, 4)
 
 
+async def test_an_invoked_request_offers_alternatives(
+    client: LanguageClient, workspace: Path
+) -> None:
+    """The editor's trigger key: 2-3 distinct suggestions from one prompt, the best first; a
+    request while typing gets one (here the first, from the cache)."""
+    source = (
+        "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n\n"
+        "    def "
+    )
+    uri = open_doc(client, workspace / "alternatives.py", source)
+    before = await status(client)
+    params = inline_params(uri, 5, 8)
+    params.context.trigger_kind = lsp.InlineCompletionTriggerKind.Invoked
+    result = await asyncio.wait_for(client.text_document_inline_completion_async(params), TIMEOUT)
+    assert isinstance(result, lsp.InlineCompletionList)
+    texts = [item.insert_text for item in result.items]
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts), texts
+    for item in result.items:  # each its own acceptance: the length of its text
+        assert isinstance(item.insert_text, str) and item.insert_text.strip()
+        assert item.command is not None and item.command.arguments is not None
+        assert item.command.arguments[2] == len(item.insert_text)
+    after = await status(client)
+    earlier = before["generator"] or {}  # None before the first completion made the agent
+    assert after["generator"]["model_calls"] == earlier.get("model_calls", 0) + 1
+    assert after["generator"]["alternatives"] == earlier.get("alternatives", 0) + len(texts) - 1
+    automatic = await asyncio.wait_for(
+        client.text_document_inline_completion_async(inline_params(uri, 5, 8)), TIMEOUT
+    )
+    assert isinstance(automatic, lsp.InlineCompletionList)
+    assert [item.insert_text for item in automatic.items] == texts[:1]
+
+
 def _last_id(client: LanguageClient) -> int:
     ids = [k for k in client.protocol._request_futures if isinstance(k, int)]
     return max(ids) if ids else 0

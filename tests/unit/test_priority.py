@@ -6,6 +6,7 @@ test_quality.py."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -191,3 +192,32 @@ def test_interactive_on_the_same_model_does_not_wait_for_its_step() -> None:
         with interactive(priority, "shared"):
             waited = time.monotonic() - started
     assert waited < 0.5 and priority.stats()["interactive_waits"] == 0
+
+
+def test_background_steps_on_different_models_never_overlap() -> None:
+    # Indexing embeddings beside a review's prompt batches: two thread pools on the same cores.
+    priority = Priority()
+    spans: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    def work(model: str) -> None:
+        pacer = priority.background(model, threading.Event())
+        for _ in range(5):
+            with pacer.step():
+                started = time.monotonic()
+                time.sleep(0.02)
+                with lock:
+                    spans.append((model, started, time.monotonic()))
+
+    workers = [threading.Thread(target=work, args=(m,)) for m in ("embedder", "reviewer")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=5)
+    assert len(spans) == 10
+    ordered = sorted(spans, key=lambda span: span[1])
+    assert all(a[2] <= b[1] for a, b in itertools.pairwise(ordered))
+    # First come, first served: neither worker ran all its steps before the other started.
+    first_done = min(max(e for m, _, e in spans if m == name) for name in ("embedder", "reviewer"))
+    assert any(s < first_done for m, s, _ in spans if m != ordered[0][0])
+    assert priority.stats()["background_turn_waits"] > 0

@@ -1,0 +1,140 @@
+"""Work ahead: in idle time, evaluate the prompt the next inline request will be asked with.
+
+On 2 CPU cores a suggestion costs mostly its prompt (~0.3 s per 64 tokens with the 0.5B), and
+the KV cache keeps what a prompt shares with the last one from its start. So where the next
+request's prompt can be guessed, the generator prefills it (no generation) as background work
+(``models.priority``): it takes its turn beside indexing and reviews, and gives the model up
+within one prompt batch to any request. The guesses:
+
+- a document opened: the cursor at its end. Within the prefix window (most files) every later
+  cursor's prompt shares the document's tokens up to that cursor;
+- the cursor in a new region (a document's first request, or one further than the sticky
+  context's reach from its last): that cursor, so the keys typed next find the prompt warm even
+  when this request is answered from the cache;
+- a suggestion accepted: the cursor after the accepted text.
+
+A newer guess or any other request cancels an older guess. It never loads the model: a session
+that asks for no completion (a client without inline completion) never pays for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.sticky_context import STICKY_LINES
+from memlsp.server.lsp.feature import Feature
+
+if TYPE_CHECKING:
+    from memlsp.server.lsp.documents import DocumentEvent
+    from memlsp.server.lsp.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class WorkAheadService(Feature):
+    name = "work_ahead"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        # One at a time: each replaces the last, and they share the one completion model.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlsp-work-ahead")
+        self._lock = threading.Lock()
+        self._cancel: threading.Event | None = None
+        self._last_line: dict[str, int] = {}  # document -> line of its last request
+        self._scheduled: Counter[str] = Counter()  # by reason: open, region, accepted
+        self._skipped = 0  # guesses with no model loaded (or work-ahead off)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "work_ahead": {
+                    "enabled": self.session.config.agents.generator.work_ahead,
+                    "scheduled": dict(self._scheduled),
+                    "skipped": self._skipped,
+                }
+            }
+
+    def shutdown(self) -> None:
+        self.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def cancel(self) -> None:
+        with self._lock:
+            cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel.set()
+
+    # -- guesses (on the event loop) -------------------------------------------------------
+
+    def document_opened(self, event: DocumentEvent) -> None:
+        self._schedule("open", event.uri, event.language_id, event.text, "")
+
+    def document_closed(self, event: DocumentEvent) -> None:
+        with self._lock:
+            self._last_line.pop(event.uri, None)
+
+    def request_arrived(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
+        """An inline request at this cursor (before its cache lookup)."""
+        line = prefix.count("\n")
+        with self._lock:
+            last = self._last_line.get(uri)
+            self._last_line[uri] = line
+        if last is None or abs(line - last) > STICKY_LINES:
+            self._schedule("region", uri, language_id, prefix, suffix)
+        else:  # the cursor is known now: an older guess would only displace its prompt
+            self.cancel()
+
+    def accepted(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
+        """A suggestion was accepted: ``prefix`` ends with the accepted text."""
+        self._schedule("accepted", uri, language_id, prefix, suffix)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _schedule(self, reason: str, uri: str, language_id: str, prefix: str, suffix: str) -> None:
+        session = self.session
+        generator = session.current_generator()
+        pool = session.pool
+        if (
+            not session.config.agents.generator.work_ahead
+            or generator is None
+            or pool is None
+            or not pool.is_loaded(generator.model_name)
+        ):
+            with self._lock:
+                self._skipped += 1
+            return
+        root = session.workspace_root
+        request = InlineRequest(
+            doc_key=uri,
+            path=session.relative_path(uri),
+            language_id=language_id,
+            prefix=prefix,
+            suffix=suffix,
+            repo_name=root.name if root else "",
+        )
+        cancel = threading.Event()
+        with self._lock:
+            previous, self._cancel = self._cancel, cancel
+            self._scheduled[reason] += 1
+        if previous is not None:
+            previous.set()
+        with contextlib.suppress(RuntimeError):  # shut down: nothing to work ahead for
+            self._executor.submit(self._run, generator, request, cancel)
+
+    def _run(
+        self, generator: GeneratorAgent, request: InlineRequest, cancel: threading.Event
+    ) -> None:
+        try:
+            generator.work_ahead(request, cancel)
+        except Exception:  # a guess: never worth an error shown to the user
+            log.debug("work-ahead for %s failed", request.doc_key, exc_info=True)
+        finally:
+            with self._lock:
+                if self._cancel is cancel:
+                    self._cancel = None
