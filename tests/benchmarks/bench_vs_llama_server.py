@@ -125,10 +125,13 @@ def percentiles_plain(values: list[int]) -> dict[str, float]:
     }
 
 
-async def memlsp_side(model: str, tasks: list[dict[str, Any]]) -> Tally:
+async def memlsp_side(
+    model: str, tasks: list[dict[str, Any]], user_config: dict[str, Any] | None = None
+) -> Tally:
     tally = Tally()
     root = Path(tempfile.mkdtemp(prefix="memlsp-vs-ws-"))
-    async with lsp_session(root, agents={"generator": {"model": model}}) as client:
+    session = lsp_session(root, user_config=user_config, agents={"generator": {"model": model}})
+    async with session as client:
 
         async def counters() -> tuple[int, int]:
             gen = (await client.protocol.send_request_async("memlsp/status", {})).generator
@@ -235,6 +238,10 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--first", choices=["memlsp", "llama-server"], default="llama-server")
+    parser.add_argument(
+        "--user-config", type=json.loads, default=None, help="memlsp's user config file, as JSON"
+    )
+    parser.add_argument("--sides", default="llama-server,memlsp", help="which sides to run")
     args = parser.parse_args()
     config = load_config(None).config
     spec = config.models[args.model]
@@ -245,12 +252,13 @@ def main() -> int:
     order = (
         ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
     )
-    for side in order:
+    for side in [s for s in order if s in args.sides.split(",")]:
         if side == "memlsp":
-            sides[side] = asyncio.run(memlsp_side(args.model, tasks))
+            sides[side] = asyncio.run(memlsp_side(args.model, tasks, args.user_config))
         else:
             sides[side] = llama_side(resolve(spec), threads, spec.n_ctx, tasks)
-    ours, theirs = sides["memlsp"].report(), sides["llama-server"].report()
+    reports = {side: tally.report() for side, tally in sides.items()}
+    ours, theirs = reports.get("memlsp"), reports.get("llama-server")
     result = {
         "model": args.model,
         "model_file": str(resolve(spec)),
@@ -260,7 +268,8 @@ def main() -> int:
         "order": order,
         "memlsp": ours,
         "llama_server": theirs,
-        "memlsp_over_llama_server": ratios(ours, theirs),
+        "user_config": args.user_config,
+        "memlsp_over_llama_server": ratios(ours, theirs) if ours and theirs else None,
     }
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
