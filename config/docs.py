@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from memlsp.config.loader import _GUARDED, CATALOGUE_PATH
+from memlsp.config.loader import _GUARDED, CATALOGUE_PATH, number_text, range_text
 from memlsp.config.schema import Config
 
 DOC_PATH = Path("docs") / "configuration.md"
@@ -192,22 +192,14 @@ def _type_text(hint: Any, meta: Mapping[str, Any]) -> str:
 
 
 def _range_text(meta: Mapping[str, Any]) -> str:
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and hi is not None:
-        return f" {_number(lo)}..{_number(hi)}"
-    if lo is not None:
-        return f" >= {_number(lo)}"
-    return f" <= {_number(hi)}" if hi is not None else ""
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
+    text = range_text(meta)
+    return "" if text == "any" else " " + text
 
 
 def _yaml_scalar(value: Any) -> str:
     """A default as it would be written in YAML (JSON's spelling of it is valid YAML)."""
     if isinstance(value, float):
-        return _number(value)
+        return number_text(value)
     return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 

@@ -387,19 +387,19 @@ def _check_number(value: Any, kind: type, meta: Mapping[str, Any]) -> int | floa
     is_float = kind is float and isinstance(value, float) and math.isfinite(value)
     if not (is_int or is_float):
         expected = "an integer" if kind is int else "a number"
-        valid = f"; valid: {_range(meta)}" if _has_range(meta) else ""
+        valid = f"; valid: {range_text(meta)}" if _has_range(meta) else ""
         raise _Invalid(f"{_show(value)} is not {expected}{valid}")
     if not _in_range(value, meta):
-        raise _Invalid(f"{_show(value)} is out of range; valid: {_range(meta)}")
+        raise _Invalid(f"{_show(value)} is out of range; valid: {range_text(meta)}")
     return float(value) if kind is float else int(value)
 
 
 def _check_int_or_choice(value: Any, meta: Mapping[str, Any]) -> int | str:
     """``n_gpu_layers``: a string from ``choices`` or an integer within min/max."""
     words = " or ".join(repr(c) for c in meta.get("choices", ()))
-    valid = (
-        f"{words} or an integer {_range(meta)}" if _has_range(meta) else f"{words} or an integer"
-    )
+    valid = f"{words} or an integer"
+    if _has_range(meta):
+        valid += f" {range_text(meta)}"
     if isinstance(value, str) and value in meta.get("choices", ()):
         return value
     if isinstance(value, bool) or not isinstance(value, int):
@@ -418,16 +418,18 @@ def _in_range(value: float, meta: Mapping[str, Any]) -> bool:
     return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
-def _range(meta: Mapping[str, Any]) -> str:
+def range_text(meta: Mapping[str, Any]) -> str:
+    """A field's valid range as shown to users ("1..64", ">= 0"; "any" when unbounded)."""
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and hi is not None:
-        return f"{_num(lo)}..{_num(hi)}"
+        return f"{number_text(lo)}..{number_text(hi)}"
     if lo is not None:
-        return f">= {_num(lo)}"
-    return f"<= {_num(hi)}" if hi is not None else "any"
+        return f">= {number_text(lo)}"
+    return f"<= {number_text(hi)}" if hi is not None else "any"
 
 
-def _num(x: float) -> str:
+def number_text(x: float) -> str:
+    """A bound or default as written in config (3, not 3.0)."""
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
