@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -123,7 +124,8 @@ async def test_metrics_endpoint(client: LanguageClient, tmp_path: Path) -> None:
     assert 'memlsp_request_seconds_count{feature="inline_completion"} 1.0' in text
     assert 'memlsp_model_loaded{model="qwen2.5-coder-0.5b"} 1.0' in text
     assert "memlsp_pool_reserved_bytes" in text
-    assert "memlsp_background_paused_seconds_total 0.0" in text  # no review ran
+    # Indexing this workspace is background work now: it may have paused for the completion.
+    assert re.search(r"^memlsp_background_paused_seconds_total \d+(\.\d+)?$", text, re.M)
 
 
 def test_metrics_bind_to_loopback_by_default() -> None:
