@@ -1,16 +1,16 @@
 """The VS Code extension (editors/vscode) in a real VS Code against the real server and model.
 
 code-server (VS Code 1.100 served over HTTP) runs on 127.0.0.1 with the extension's .vsix
-installed and a small workspace (``FILES``) open; headless Chromium, driven by
-playwright-core from ``tests/editors/vscode/drive.cjs``, types into it like a user. The extension
-starts the server through a wrapper (this interpreter, an empty config home, a cache folder of its own
+installed and a small workspace (``FILES``) open; headless Chromium, driven by playwright-core
+from ``tests/editors/vscode/drive.cjs``, types into it like a user. The extension starts the
+server through a wrapper (this interpreter, an empty config home, a cache folder of its own
 linked to the model cache) named by ``memlsp.serverPath`` in the workspace settings. One session
-runs every step and writes what it saw to JSON; each test below checks one step. Screenshots, the
-extension's log and that JSON go to ``test-output/vscode/``.
+runs every step and writes what it saw to JSON; each test below checks one step. Screenshots,
+the extension's log and that JSON go to ``test-output/vscode/``.
 
 Checks of optional server features follow what the server advertises: diagnostics on save and
-code actions are skipped while it lacks them; reindex and rewrite-selection check the clear
-"not supported yet" warning instead. They switch over by themselves when the server has them.
+code actions are skipped while it lacks them; reindex and rewrite-selection check the clear "not
+supported yet" warning instead. They switch over by themselves when the server has them.
 
 Needs ``editors/vscode/scripts/setup-test-env.sh`` (chromium, code-server, playwright-core, the
 .vsix); without it the module is skipped with that instruction.
@@ -42,6 +42,8 @@ from memlsp.config.paths import model_cache_dir
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = ROOT / "editors" / "vscode"
 VSIX = EXTENSION / "dist" / "memlsp.vsix"
+# What code-server is given of the session's environment (its own home and XDG folders).
+CODE_SERVER_ENV = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
 SETUP = EXTENSION / "scripts" / "setup-test-env.sh"
 DRIVER = Path(__file__).resolve().parent / "vscode" / "drive.cjs"
 OUT = ROOT / "test-output" / "vscode"
@@ -237,7 +239,6 @@ def tail(path: Path, lines: int = 60) -> str:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    build_vsix()
     tmp = tmp_path_factory.mktemp("vscode")
     home, user_data, extensions = tmp / "home", tmp / "user-data", tmp / "extensions"
     for folder in (home, user_data / "User", extensions):
@@ -281,13 +282,22 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "XDG_STATE_HOME": str(home / ".local" / "state"),
     }
     dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
+    # Installed the way users install it: `memlsp editor vscode` builds the .vsix with npm and
+    # hands it to `code --install-extension`; here `code` is code-server with this session's
+    # folders (the build itself uses the developer's cache: warm, a few seconds).
+    code = tmp / "code"
+    exports = " ".join(f"{k}={shlex.quote(str(env[k]))}" for k in CODE_SERVER_ENV)
+    code.write_text(
+        f"#!/bin/sh\nexport {exports}\n"
+        f'exec {shlex.quote(str(CODE_SERVER))} {" ".join(shlex.quote(d) for d in dirs)} "$@"\n'
+    )
+    code.chmod(0o755)
     started = time.monotonic()
     subprocess.run(
-        [str(CODE_SERVER), "--install-extension", str(VSIX), *dirs],
-        env=env,
+        [sys.executable, "-m", "memlsp.server.cli", "editor", "vscode", "--code", str(code)],
         check=True,
         capture_output=True,
-        timeout=180,
+        timeout=900,
         start_new_session=True,
     )
     installed = time.monotonic() - started
