@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_nvim import FIM, FIM_FILE
+from test_nvim import FIM, with_model
 
 from memlsp.config.paths import model_cache_dir
 
@@ -64,19 +64,6 @@ def find_emacs() -> tuple[str | None, str]:
 EMACS, MISSING = find_emacs()
 
 pytestmark = pytest.mark.skipif(EMACS is None, reason=MISSING)
-_needs_model = [
-    pytest.mark.model,
-    pytest.mark.skipif(
-        not (model_cache_dir() / FIM_FILE).is_file(),
-        reason=f"needs the {FIM} model: memlsp models install {FIM}",
-    ),
-]
-
-
-def with_model(test: Any) -> Any:
-    for mark in _needs_model:
-        test = mark(test)
-    return test
 
 
 def emacs_env(base: Path) -> dict[str, str]:
