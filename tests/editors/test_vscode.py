@@ -112,31 +112,6 @@ pytestmark = [
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def vsix_is_stale() -> bool:
-    if not VSIX.is_file():
-        return True
-    built = VSIX.stat().st_mtime
-    names = ["package.json", "package-lock.json", "tsconfig.json", "README.md", "LICENSE"]
-    sources = [EXTENSION / name for name in [*names, ".vscodeignore"]]
-    sources += [p for folder in ("src", "images") for p in (EXTENSION / folder).rglob("*")]
-    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
-
-
-def build_vsix() -> None:
-    """Rebuild the .vsix when the extension's sources are newer (the setup script built it)."""
-    if not vsix_is_stale():
-        return
-    if not (EXTENSION / "node_modules").is_dir():
-        pytest.fail(f"{VSIX} is missing or stale and node_modules is missing: run {SETUP}")
-    subprocess.run(
-        ["npm", "run", "--silent", "package"],
-        cwd=EXTENSION,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        timeout=300,
-    )
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
