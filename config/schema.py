@@ -143,6 +143,15 @@ class GeneratorConfig:
     context_tokens: int = field(
         default=512, metadata=number(0, 16384, "budget for other-file context")
     )
+    context_filter: str = field(
+        default="relevant",
+        metadata=choice(
+            "relevant",
+            "all",
+            doc="relevant: only chunks that define or use names the code at the cursor needs "
+            "(none: the bare prompt); all: whatever fits the budget",
+        ),
+    )
     max_tokens: int = field(default=64, metadata=number(1, 1024, "longest suggestion in tokens"))
     multiline_max_lines: int = field(
         default=8, metadata=number(1, 200, "longest multi-line suggestion in lines")

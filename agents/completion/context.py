@@ -12,6 +12,9 @@ Design (after llama.vim's ring buffer):
   and so are chunks more than 0.5 similar to the lines around the cursor, because they make
   the model repeat existing code.
 
+The generator then keeps only the chunks the code at the cursor needs (agents/completion/
+relevance.py): the ring offers what is recent, not what is relevant.
+
 Similarity is the Jaccard index of the sets of stripped non-blank lines: cheap and good enough
 to spot copies.
 """

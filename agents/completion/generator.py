@@ -9,6 +9,8 @@ model within one batch instead of after a whole prompt. Tokens guessed from the 
 checked in batches (agents/completion/draft.py: the same text, faster), and past
 ``max_predict_ms`` the answer ends at a line end. An explicit request also gets the texts that
 the next best first tokens lead to (``alternatives``), from the same prompt evaluation.
+Other-file context goes in only when the code at the cursor needs it
+(agents/completion/relevance.py, ``context_filter``): else the prompt is the bare FIM prompt.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLooku
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
 from memlsp.agents.completion.fim_prompt import FimPrompt, FimPromptBuilder, FimSpecialIds
 from memlsp.agents.completion.postprocess import CompletionMode, clean_completion, decide_mode
+from memlsp.agents.completion.relevance import CursorNames, names_of, relevant_chunks
 from memlsp.agents.completion.sticky_context import StickyContext
 from memlsp.agents.completion.token_healing import Vocabulary, split_for_healing
 from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest, code_around_cursor
@@ -228,10 +231,22 @@ class GeneratorAgent:
             language_id=request.language_id,
             uri=request.doc_key,
         )
+        budget = self.config.context_tokens * 3
         try:
-            chunks = self.context.context_for(ctx_request, self.config.context_tokens * 3)
+            chunks = self.context.context_for(ctx_request, budget)
         except Exception:  # context is a bonus: never fail a completion over it
             log.exception("context provider failed")
+        if chunks and self.config.context_filter == "relevant":
+            kept = relevant_chunks(chunks, CursorNames.of(ctx_request), budget)
+            if len(kept) < len(chunks):
+                log.debug(
+                    "context of %s: %d of %d chunks relevant (%s)",
+                    request.doc_key,
+                    len(kept),
+                    len(chunks),
+                    ", ".join(names_of(kept)) or "none",
+                )
+            chunks = kept
         around = code_around_cursor(request.prefix, request.suffix)
         line = request.prefix.count("\n")
         return self._sticky.choose(request.doc_key, line, chunks, around)

@@ -4,6 +4,7 @@ Prints JSON. Usage:
   .venv/bin/python tests/benchmarks/bench_crossfile.py [--limit 60] [--seed 0]
       [--model qwen2.5-coder-0.5b] [--package networkx] [--scope a,b,...] [--details]
       [--typed N]  (the cursor N characters into the name: what a user has typed already)
+      [--generator JSON]  (agents.generator settings for both runs)
 
 A slice of an installed pure-Python package (networkx's graph algorithms and generators by
 default; ``--scope ''`` copies every non-test module) is copied into a temporary workspace. The
@@ -229,7 +230,7 @@ async def run_session(
     async with lsp_session(
         root,
         user_config={"memory": {"path": str(store)}},
-        agents={"generator": {"model": args.model}},
+        agents={"generator": {"model": args.model, **args.generator}},
         memory={"enabled": memory, "context_budget_ms": args.context_budget_ms},
     ) as client:
         if memory:
@@ -376,6 +377,12 @@ def main() -> None:
     )
     parser.add_argument("--task-timeout", type=float, default=400.0, help="seconds per request")
     parser.add_argument("--sequential", action="store_true", help="ON, then OFF")
+    parser.add_argument(
+        "--generator",
+        type=json.loads,
+        default={},
+        help='agents.generator settings for both runs, as JSON (e.g. {"context_filter": "all"})',
+    )
     parser.add_argument("--details", action="store_true", help="per-task suggestions too")
     parser.add_argument(
         "--no-imports",

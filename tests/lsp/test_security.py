@@ -536,7 +536,9 @@ def _evaluated_text(pool: ModelPool, model: str) -> str:
 def test_fim_prompt_masks_credentials_in_the_document_and_its_context(pool: ModelPool) -> None:
     ring = RecentContextRing()
     ring.note_open("deploy/config.yaml", CONFIG_YAML + f"slack_token: {SLACK_TOKEN}\n")
-    generator = GeneratorAgent(pool, GeneratorConfig(max_tokens=8), FAST, context=ring)
+    # All context, relevant or not: this is about masking what the prompt holds.
+    config = GeneratorConfig(max_tokens=8, context_filter="all")
+    generator = GeneratorAgent(pool, config, FAST, context=ring)
     text = SETTINGS_PY + "\n\ndef reconnect(host):\n    "
     request = InlineRequest("file:///ws/settings.py", "settings.py", "python", text, "\n")
     generator.complete(request, threading.Event())
