@@ -224,6 +224,27 @@ class GeneratorConfig:
     )
 
 
+# The finding codes ("categories") the instruct review may give: the keys of
+# memlsp.agents.review.schema.CODES, in its order (config sits below the agents and cannot
+# import them; a unit test keeps the two equal).
+REVIEW_CATEGORIES: tuple[str, ...] = (
+    "mutable-default",
+    "none-comparison",
+    "unused-variable",
+    "unused-import",
+    "bare-except",
+    "off-by-one",
+    "resource-leak",
+    "undefined-name",
+    "wrong-return",
+    "shadowed-builtin",
+    "security",
+    "performance",
+    "bug",
+    "style",
+)
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     """Diagnostics on save: the linters in agents.tools plus the model's review."""
@@ -248,6 +269,31 @@ class QualityConfig:
         default=3, metadata=number(0, 20, "workspace snippets shown for reference")
     )
     context_chars: int = field(default=1200, metadata=number(0, 20000, "their total size"))
+    categories: tuple[str, ...] = field(
+        default=REVIEW_CATEGORIES,
+        metadata=text(
+            "finding codes the model review may give (the default lists them all): the prompt "
+            "describes only these and other findings are dropped; unknown codes are ignored; "
+            "none known: no model review"
+        ),
+    )
+    surprise: bool = field(
+        default=True,
+        metadata=text(
+            "findings from surprise: lines the FIM model finds far less likely than its own "
+            "version (fast, before the model review; Python)"
+        ),
+    )
+    surprise_model: str = field(
+        default="qwen2.5-coder-0.5b", metadata=text("catalogue name of a FIM model")
+    )
+    surprise_threshold: float = field(
+        default=8.5,
+        metadata=number(0, 100, "how much less likely (nats) the written line must be"),
+    )
+    surprise_max_findings: int = field(
+        default=3, metadata=number(0, 50, "most surprise findings per review")
+    )
 
 
 # Output parsers the tool executor knows (memlsp.agents.review.tool_parsers.PARSERS: the same keys).

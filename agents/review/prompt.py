@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memlsp.agents.chat import ChatMessage
-from memlsp.agents.review.schema import CODES
+from memlsp.agents.review.schema import CODES, allowed_codes
 
 __all__ = [
     "LINT_MARK",
@@ -31,6 +31,7 @@ __all__ = [
     "build_messages",
     "echoes_example",
     "numbered",
+    "reminder",
     "strip_lint_mark",
     "system_prompt",
 ]
@@ -116,25 +117,53 @@ def echoes_example(message: str, snippet: str, reviewed_text: str) -> bool:
 
 # Repeated after the code: the small models follow what they read last far better than a
 # checklist a thousand tokens up (measured: with it the 1.5B model found a mutable default it
-# missed twice without). The full list stays in the system message.
-REMINDERS = {
+# missed twice without). The full list stays in the system message. Written from the codes the
+# model may use (agents.quality.categories): a category pruned from the schema is not asked for.
+_REMINDER_ITEMS: dict[str, tuple[tuple[str, str], ...]] = {
     "python": (
-        "Review the numbered lines. Check each one for: mutable default arguments "
-        "(`=[]`, `={}`), `== None`, variables assigned but never used, bare `except:`, "
-        "off-by-one loop bounds, files not closed, eval/exec of input, missing returns, and "
-        "other bugs. Answer with the JSON only."
+        ("mutable-default", "mutable default arguments (`=[]`, `={}`)"),
+        ("none-comparison", "`== None`"),
+        ("unused-variable", "variables assigned but never used"),
+        ("bare-except", "bare `except:`"),
+        ("off-by-one", "off-by-one loop bounds"),
+        ("resource-leak", "files not closed"),
+        ("security", "eval/exec of input"),
+        ("wrong-return", "missing returns"),
+        ("bug", "other bugs"),
     ),
 }
-REMINDER = (
-    "Review the numbered lines. Check each one for: null or undefined values used unchecked, "
-    "variables assigned but never used, errors caught and ignored, off-by-one loop bounds, "
-    "files or connections not closed, code or queries built from input, missing returns, and "
-    "other bugs. Answer with the JSON only."
+_GENERIC_ITEMS: tuple[tuple[str, str], ...] = (
+    ("none-comparison", "null or undefined values used unchecked"),
+    ("unused-variable", "variables assigned but never used"),
+    ("bare-except", "errors caught and ignored"),
+    ("off-by-one", "off-by-one loop bounds"),
+    ("resource-leak", "files or connections not closed"),
+    ("security", "code or queries built from input"),
+    ("wrong-return", "missing returns"),
+    ("bug", "other bugs"),
 )
 
 
-def system_prompt() -> str:
-    checklist = "\n".join(f"- {code}: {meaning}" for code, meaning in CODES.items())
+def reminder(language_id: str, codes: Sequence[str] | None = None) -> str:
+    """The request repeated after the code, naming only the allowed categories (all: None)."""
+    allowed = set(allowed_codes(codes))
+    items = [
+        phrase
+        for code, phrase in _REMINDER_ITEMS.get(language_id, _GENERIC_ITEMS)
+        if code in allowed
+    ]
+    if not items:
+        check = ""
+    elif len(items) == 1:
+        check = f" Check each one for: {items[0]}."
+    else:
+        check = f" Check each one for: {', '.join(items[:-1])}, and {items[-1]}."
+    return f"Review the numbered lines.{check} Answer with the JSON only."
+
+
+def system_prompt(codes: Sequence[str] | None = None) -> str:
+    """The system message; its checklist lists the allowed codes (all: None)."""
+    checklist = "\n".join(f"- {code}: {CODES[code]}" for code in allowed_codes(codes))
     return (
         "You are a careful code reviewer. You get numbered lines of one source file. "
         "Find real problems in them: bugs, crashes, security holes, and the patterns below.\n"
@@ -197,12 +226,24 @@ def numbered(rows: Sequence[tuple[int, str]], notes: Sequence[ToolNote] = ()) ->
 
 
 def build_messages(
-    view: CodeView, tool_notes: Sequence[ToolNote], snippets: Sequence[str]
+    view: CodeView,
+    tool_notes: Sequence[ToolNote],
+    snippets: Sequence[str],
+    codes: Sequence[str] | None = None,
 ) -> list[ChatMessage]:
-    return [*_preamble(), ChatMessage("user", _code_message(view, tool_notes, snippets))]
+    """The review conversation; ``codes``: the categories the model may report (all: None)."""
+    return [
+        *_preamble(codes),
+        ChatMessage("user", _code_message(view, tool_notes, snippets, codes)),
+    ]
 
 
-def _code_message(view: CodeView, tool_notes: Sequence[ToolNote], snippets: Sequence[str]) -> str:
+def _code_message(
+    view: CodeView,
+    tool_notes: Sequence[ToolNote],
+    snippets: Sequence[str],
+    codes: Sequence[str] | None = None,
+) -> str:
     language = view.language_id or "text"
     code = numbered(view.rows, tool_notes)
     parts = [f"File: {view.path} ({language})", f"```{language}\n{code}\n```"]
@@ -219,15 +260,22 @@ def _code_message(view: CodeView, tool_notes: Sequence[ToolNote], snippets: Sequ
             "Related code from elsewhere in the workspace, for reference only "
             f"(do not review it):\n```\n{joined}\n```"
         )
-    parts.append(REMINDERS.get(view.language_id, REMINDER))
+    parts.append(reminder(view.language_id, codes))
     return "\n\n".join(parts)
 
 
-def _preamble() -> list[ChatMessage]:
-    """The messages every review starts with (never changing: their KV cache is reused)."""
+def _preamble(codes: Sequence[str] | None = None) -> list[ChatMessage]:
+    """The messages every review starts with (the same for one config: their KV cache is
+    reused). The worked example shows only its findings in allowed categories; with none left,
+    it is left out (an example answering [] for buggy code would teach silence)."""
+    allowed = set(allowed_codes(codes))
+    shown = [f for f in _EXAMPLE_ANSWER["findings"] if f["code"] in allowed]
+    system = ChatMessage("system", system_prompt(codes))
+    if not shown:
+        return [system]
     example = CodeView("example/stats.py", "python", tuple(enumerate(_EXAMPLE_CODE)), False)
     return [
-        ChatMessage("system", system_prompt()),
-        ChatMessage("user", _code_message(example, (), ())),
-        ChatMessage("assistant", json.dumps(_EXAMPLE_ANSWER)),
+        system,
+        ChatMessage("user", _code_message(example, (), (), codes)),
+        ChatMessage("assistant", json.dumps({"findings": shown})),
     ]

@@ -7,10 +7,19 @@ On each save (``review``, blocking; run it in a worker thread):
 2. The allow-listed linters run on the saved file (their findings are exact; they come first).
 3. The code to review is chosen by syntax (:mod:`review_scope`): a small file whole, otherwise
    the functions and classes that changed, within a token budget.
-4. The model answers in grammar-constrained JSON (:mod:`review_schema`, :mod:`review_model`)
-   with the linters' lines marked and a few workspace snippets for reference.
+4. The model stages run on that code, in order (:meth:`QualityAgent.model_stages`): the stages
+   given to the agent (the place of fast ones, such as a FIM-model "surprise" scorer), then the
+   instruct review: the model answers in grammar-constrained JSON (:mod:`review_schema`,
+   :mod:`review_model`) with the linters' lines marked and a few workspace snippets for
+   reference, in the categories of ``agents.quality.categories`` only.
 5. Each finding is anchored by the code it quotes (:mod:`anchoring`), capped in severity, and
    merged with the linters' and the previous review's (:mod:`review_merge`).
+
+Staged results: when a model stage is going to run, ``on_partial`` gets the linters' findings
+(plus the model findings carried over from earlier saves on unchanged code) as soon as the
+linters are done, then the merged result after each model stage but the last; the last one's is
+the return value (``final``). Each partial result holds everything known so far: publishing it
+replaces the one before.
 
 ``cancel`` is honoured between stages and, during generation, between tokens (prompt
 evaluation too, in small batches): a cancelled review raises :class:`ReviewCancelled` and leaves
@@ -51,6 +60,7 @@ from memlsp.agents.review.prompt import (
 )
 from memlsp.agents.review.schema import (
     ModelFinding,
+    allowed_codes,
     close_if_repeating,
     parse_model_output,
     review_schema,
@@ -79,20 +89,29 @@ from memlsp.models import ModelError, ModelPool
 from memlsp.models.priority import MAX_PREEMPTIONS, Preempted
 
 __all__ = [
+    "INSTRUCT_STAGE",
     "ContextFn",
+    "ModelStage",
+    "PartialFn",
     "QualityAgent",
     "ReviewCancelled",
     "ReviewFinding",
     "ReviewRequest",
     "ReviewResult",
+    "StageInput",
     "drop_example_echoes",
     "is_stale",
+    "keep_categories",
 ]
 
 log = logging.getLogger(__name__)
 
 # (relative path, code under review) -> snippets of related workspace code.
 ContextFn = Callable[[str, str], list[str]]
+# Receives each partial result of a review (from the review's worker thread).
+PartialFn = Callable[[ReviewResult], None]
+# The name of the instruct review's stage.
+INSTRUCT_STAGE = "review"
 
 # Code is ~3.5 characters a token for the Qwen tokenizer; 3 keeps the estimate on the safe side
 # without tokenizing before the model is held.
@@ -117,6 +136,49 @@ class _DocState:
     complete: bool  # False: the model could not run; the same text is reviewed again
 
 
+@dataclass(frozen=True)
+class StageInput:
+    """What a model stage gets: the saved file, the code chosen for review, the linters'
+    findings."""
+
+    request: ReviewRequest
+    snapshot: Snapshot
+    scope: ReviewScope  # scope.rows: the 0-based rows to review (changed code, or all)
+    tool_findings: tuple[ReviewFinding, ...]
+    notes: list[str]  # a stage may add notes for the user (ReviewResult.notes)
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """One model-based source of findings, run after the linters on the rows in scope.
+
+    ``run`` returns findings anchored on the document (origin "llm"); they are merged with the
+    others (linters first, one per line and code) and published when the stage is done. It
+    checks ``cancel`` (raising :class:`ReviewCancelled`) and raises ``ModelError`` or
+    ``PromptTooLong`` when its model cannot run: the other stages' findings still count and
+    the change is reviewed again on the next save.
+
+    A second model source plugs in here, e.g. the surprise scorer (FIM model, fast), run first::
+
+        ModelStage("surprise", lambda work, cancel: reviewer.review(
+            work.request.text, work.request.language_id, work.scope.rows, cancel))
+
+    given to ``QualityAgent(..., stages=[...])``.
+    """
+
+    name: str
+    run: Callable[[StageInput, threading.Event], list[ReviewFinding]]
+    stats: Callable[[], dict[str, Any]] | None = None  # the stage's own figures, for status
+
+
+@dataclass
+class _StageStats:
+    runs: int = 0
+    errors: int = 0
+    findings: int = 0
+    seconds: float = 0.0
+
+
 @dataclass
 class _Stats:
     reviews: int = 0
@@ -131,11 +193,14 @@ class _Stats:
     example_echoes: int = 0  # dropped: the prompt's example repeated, not the reviewed code
     repeats: int = 0  # dropped: a linter's or an earlier review's finding again
     published_llm: int = 0
+    off_category: int = 0  # dropped: a category not in agents.quality.categories
+    partials: int = 0  # partial results handed to on_partial
+    lint_seconds: float = 0.0  # from the start of a review to its linters' result
     prompt_tokens: int = 0
     reused_tokens: int = 0
     generated_tokens: int = 0
     model_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, _StageStats] = field(default_factory=dict)
 
 
 class QualityAgent:
@@ -145,20 +210,36 @@ class QualityAgent:
         config: QualityConfig,
         tools: ToolExecutor | None,
         context: ContextFn | None = None,
+        stages: Sequence[ModelStage] = (),
     ) -> None:
+        """``stages``: model stages run before the instruct review (fast ones first)."""
         self.pool = pool
         self.config = config
         self.tools = tools
         self.context = context
+        self.early_stages = tuple(stages)
+        # The categories the instruct review may give (config order does not matter).
+        self.codes = allowed_codes(config.categories)
+        unknown = sorted(set(config.categories) - set(self.codes))
+        if unknown:
+            log.warning("agents.quality.categories: unknown codes ignored: %s", unknown)
         self._docs: OrderedDict[str, _DocState] = OrderedDict()
         self._lock = threading.Lock()
         self._stats = _Stats()
 
     # -- public ------------------------------------------------------------------------------
 
-    def review(self, request: ReviewRequest, cancel: threading.Event) -> ReviewResult:
+    def review(
+        self,
+        request: ReviewRequest,
+        cancel: threading.Event,
+        on_partial: PartialFn | None = None,
+    ) -> ReviewResult:
         """Review the saved document. Raises :class:`ReviewCancelled` when ``cancel`` is set
-        before the result is ready."""
+        before the result is ready. ``on_partial``, called on this thread, gets the partial
+        results (``final`` False) before the final one is returned: the linters' as soon as
+        they are done, then one after each model stage but the last; none when no model stage
+        runs (cache hit, model disabled, nothing changed)."""
         started = time.perf_counter()
         key = _text_key(request)
         with self._lock:
@@ -169,10 +250,14 @@ class QualityAgent:
                 self._stats.cache_hits += 1
                 seconds = time.perf_counter() - started
                 return replace(
-                    state.result, version=request.version, from_cache=True, seconds=seconds
+                    state.result,
+                    version=request.version,
+                    from_cache=True,
+                    seconds=seconds,
+                    stage="cache",
                 )
         try:
-            return self._review(request, state, key, cancel, started)
+            return self._review(request, state, key, cancel, started, on_partial)
         except ReviewCancelled:
             with self._lock:
                 self._stats.cancelled += 1
@@ -182,6 +267,16 @@ class QualityAgent:
         """Drop what is remembered of a document (on close)."""
         with self._lock:
             self._docs.pop(uri, None)
+
+    def model_stages(self) -> list[ModelStage]:
+        """The model stages of a review, in the order they run and publish: the agent's own
+        (``stages``), then the instruct review. None when the model review is disabled."""
+        if not self.config.enabled:
+            return []
+        stages = list(self.early_stages)
+        if self.config.max_findings > 0 and self.codes:
+            stages.append(ModelStage(INSTRUCT_STAGE, self._instruct_stage))
+        return stages
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -200,6 +295,24 @@ class QualityAgent:
                 "example_echoes": s.example_echoes,
                 "repeats": s.repeats,
                 "published_llm": s.published_llm,
+                "off_category": s.off_category,
+                "categories": list(self.codes),
+                "partials": s.partials,
+                "lint_seconds": round(s.lint_seconds, 3),
+                "stages": {
+                    name: {
+                        "runs": st.runs,
+                        "errors": st.errors,
+                        "findings": st.findings,
+                        "seconds": round(st.seconds, 3),
+                    }
+                    for name, st in s.stages.items()
+                },
+                **{
+                    stage.name: stage.stats()
+                    for stage in self.early_stages
+                    if stage.stats is not None
+                },
                 "prompt_tokens": s.prompt_tokens,
                 "reused_tokens": s.reused_tokens,
                 "generated_tokens": s.generated_tokens,
@@ -216,6 +329,7 @@ class QualityAgent:
         key: str,
         cancel: threading.Event,
         started: float,
+        on_partial: PartialFn | None,
     ) -> ReviewResult:
         _check(cancel)
         notes: list[str] = []
@@ -224,12 +338,11 @@ class QualityAgent:
         snap = snapshot(request.relative_path, request.text, request.language_id)
         reviewed = state.reviewed if state is not None else frozenset()
         carried = carry_over(state.kept, snap) if state is not None else []
+        stages = (
+            self.model_stages() if model_reviews(request.language_id, request.relative_path) else []
+        )
         scope = ReviewScope((), False, reviewed, 0)
-        if (
-            self.config.enabled
-            and self.config.max_findings > 0
-            and model_reviews(request.language_id, request.relative_path)
-        ):
+        if stages:
             scope = plan_scope(
                 snap,
                 state.snapshot if state is not None else None,
@@ -237,36 +350,62 @@ class QualityAgent:
                 self.config.whole_file_max_lines,
                 self.config.max_code_tokens * _CHARS_PER_TOKEN,
             )
+        if not scope.rows:
+            stages = []
+        with self._lock:
+            self._stats.lint_seconds += time.perf_counter() - started
+
+        def result(fresh: list[ReviewFinding], final: bool, stage: str) -> ReviewResult:
+            llm, _ = self._merge_llm(carried, fresh, tool_findings)
+            return ReviewResult(
+                version=request.version,
+                findings=_in_order(tool_findings, llm),
+                from_cache=False,
+                seconds=time.perf_counter() - started,
+                notes=tuple(notes),
+                final=final,
+                stage=stage,
+            )
+
+        def publish(partial: ReviewResult) -> None:
+            _check(cancel)  # a superseded review publishes nothing more
+            if on_partial is not None:
+                with self._lock:
+                    self._stats.partials += 1
+                on_partial(partial)
+
         fresh: list[ReviewFinding] = []
         complete = True
-        if scope.rows:
-            try:
-                fresh = self._ask_model(request, snap, scope, tool_findings, cancel, notes)
-                reviewed = scope.reviewed
-            except (ModelError, PromptTooLong) as exc:
-                # The linters' findings still count; the next save tries the model again.
-                log.warning("review of %s without the model: %s", request.relative_path, exc)
-                notes.append(f"model review skipped: {exc}")
-                complete = False
-                with self._lock:
-                    self._stats.model_errors += 1
-            if scope.left:
-                notes.append(f"{scope.left} unreviewed chunk(s) left for later saves")
+        if stages:
+            publish(result(fresh, final=False, stage="lint"))
+        work = StageInput(request, snap, scope, tuple(tool_findings), notes)
+        for index, stage in enumerate(stages):
+            _check(cancel)
+            found = self._run_stage(stage, work, cancel)
+            if found is None:
+                complete = False  # the linters' findings still count; the next save retries
+            else:
+                fresh.extend(found)
+            if index + 1 < len(stages):
+                publish(result(fresh, final=False, stage=stage.name))
+        if complete and stages:
+            reviewed = scope.reviewed
+        if scope.left:
+            notes.append(f"{scope.left} unreviewed chunk(s) left for later saves")
         _check(cancel)
-        llm = self._merge_llm(carried, fresh, tool_findings)
-        findings = sorted(
-            [*tool_findings, *llm], key=lambda f: (f.line, f.column, f.origin != "tool")
-        )
-        result = ReviewResult(
+        llm, repeats = self._merge_llm(carried, fresh, tool_findings)
+        final = ReviewResult(
             version=request.version,
-            findings=tuple(findings),
+            findings=_in_order(tool_findings, llm),
             from_cache=False,
             seconds=time.perf_counter() - started,
             notes=tuple(notes),
+            final=True,
+            stage=stages[-1].name if stages else "lint",
         )
         kept = remember(llm, snap)
         base = snap if complete else (state.snapshot if state is not None else None)
-        new_state = _DocState(request.version, key, base, reviewed, kept, result, complete)
+        new_state = _DocState(request.version, key, base, reviewed, kept, final, complete)
         with self._lock:
             current = self._docs.get(request.uri)
             if current is None or current.version <= request.version:
@@ -275,7 +414,8 @@ class QualityAgent:
                 while len(self._docs) > _MAX_DOCUMENTS:
                     self._docs.popitem(last=False)
             self._stats.published_llm += len(llm)
-        return result
+            self._stats.repeats += repeats
+        return final
 
     def _run_tools(self, request: ReviewRequest, notes: list[str]) -> list[ReviewFinding]:
         if self.tools is None:
@@ -288,12 +428,45 @@ class QualityAgent:
             findings.extend(_from_tool(f) for f in result.findings)
         return findings
 
+    def _run_stage(
+        self, stage: ModelStage, work: StageInput, cancel: threading.Event
+    ) -> list[ReviewFinding] | None:
+        """The stage's findings; None when its model could not run (noted)."""
+        begun = time.perf_counter()
+        found: list[ReviewFinding] | None = None
+        failed = False
+        try:
+            found = stage.run(work, cancel)
+        except (ModelError, PromptTooLong) as exc:
+            failed = True
+            log.warning(
+                "review of %s without the model %s stage: %s",
+                work.request.relative_path,
+                stage.name,
+                exc,
+            )
+            work.notes.append(f"model {stage.name} skipped: {exc}")
+        finally:  # counted when cancelled too (ReviewCancelled goes on up)
+            with self._lock:
+                st = self._stats.stages.setdefault(stage.name, _StageStats())
+                st.runs += 1
+                st.seconds += time.perf_counter() - begun
+                st.errors += failed
+                self._stats.model_errors += failed
+                st.findings += len(found or ())
+        return found
+
+    def _instruct_stage(self, work: StageInput, cancel: threading.Event) -> list[ReviewFinding]:
+        return self._ask_model(
+            work.request, work.snapshot, work.scope, work.tool_findings, cancel, work.notes
+        )
+
     def _ask_model(
         self,
         request: ReviewRequest,
         snap: Snapshot,
         scope: ReviewScope,
-        tool_findings: list[ReviewFinding],
+        tool_findings: Sequence[ReviewFinding],
         cancel: threading.Event,
         notes: list[str],
     ) -> list[ReviewFinding]:
@@ -303,7 +476,7 @@ class QualityAgent:
         snippets = self._snippets(request, "\n".join(text for _, text in rows))
         _check(cancel)
         view = CodeView(request.relative_path, request.language_id, rows, not scope.whole_file)
-        messages = build_messages(view, lint, snippets)
+        messages = build_messages(view, lint, snippets, self.codes)
         answer = self._generate(messages, cancel)
         parsed = parse_model_output(answer.text)
         if answer.finish_reason == "watch":
@@ -313,7 +486,9 @@ class QualityAgent:
                 f"model answer cut at max_tokens={self.config.max_tokens}; "
                 f"kept its {len(parsed.findings)} complete finding(s)"
             )
-        own = drop_example_echoes(parsed.findings, request.text, request.relative_path)
+        # The grammar allows only these codes; an answer read without it might hold others.
+        in_category = keep_categories(parsed.findings, self.codes)
+        own = drop_example_echoes(in_category, request.text, request.relative_path)
         anchored = [self._anchor(f, snap, scope) for f in own]
         language = chunk_language(request.language_id, request.relative_path) or ""
         found = [
@@ -339,7 +514,8 @@ class QualityAgent:
             s.truncated_answers += not parsed.complete
             s.repetitions += answer.finish_reason == "watch"
             s.model_findings += len(parsed.findings)
-            s.example_echoes += len(parsed.findings) - len(own)
+            s.off_category += len(parsed.findings) - len(in_category)
+            s.example_echoes += len(in_category) - len(own)
             s.unanchored += len(anchored) - len(found)
         return found
 
@@ -359,7 +535,7 @@ class QualityAgent:
                     return generate_json(
                         model,
                         tokens,
-                        review_schema(self.config.max_findings),
+                        review_schema(self.config.max_findings, self.codes),
                         self.config.max_tokens,
                         cancel,
                         watch=close_if_repeating,
@@ -407,12 +583,13 @@ class QualityAgent:
             replacement=fit_replacement(snippet, finding.replacement, found, snap.lines),
         )
 
+    @staticmethod
     def _merge_llm(
-        self,
         carried: list[ReviewFinding],
         fresh: list[ReviewFinding],
         tool_findings: list[ReviewFinding],
-    ) -> list[ReviewFinding]:
+    ) -> tuple[list[ReviewFinding], int]:
+        """The model findings to publish, and how many fresh ones repeated another's."""
         kept = [f for f in carried if not repeats_tool(f, tool_findings)]
         known = {(f.line, f.code) for f in kept}
         new = [
@@ -420,9 +597,13 @@ class QualityAgent:
             for f in unique_llm(fresh)
             if (f.line, f.code) not in known and not repeats_tool(f, tool_findings)
         ]
-        with self._lock:
-            self._stats.repeats += len(fresh) - len(new)
-        return kept + new
+        return kept + new, len(fresh) - len(new)
+
+
+def keep_categories(findings: Sequence[ModelFinding], codes: Sequence[str]) -> list[ModelFinding]:
+    """The model's findings in the allowed categories (``agents.quality.categories``)."""
+    allowed = frozenset(codes)
+    return [f for f in findings if f.code in allowed]
 
 
 def drop_example_echoes(
@@ -440,6 +621,15 @@ def drop_example_echoes(
         else:
             kept.append(finding)
     return kept
+
+
+def _in_order(
+    tool_findings: Sequence[ReviewFinding], llm: Sequence[ReviewFinding]
+) -> tuple[ReviewFinding, ...]:
+    """Linters' and model findings by position, a linter's first on the same spot."""
+    return tuple(
+        sorted([*tool_findings, *llm], key=lambda f: (f.line, f.column, f.origin != "tool"))
+    )
 
 
 def _check(cancel: threading.Event) -> None:

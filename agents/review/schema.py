@@ -12,7 +12,7 @@ and against linters.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ __all__ = [
     "LLM_SEVERITIES",
     "ModelFinding",
     "ParsedOutput",
+    "allowed_codes",
     "close_if_repeating",
     "parse_model_output",
     "review_schema",
@@ -53,15 +54,28 @@ MESSAGE_MAX = 160
 REPLACEMENT_MAX = 240
 
 
-def review_schema(max_findings: int) -> dict[str, Any]:
+def allowed_codes(categories: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The known codes among ``categories`` (all of them for None), in :data:`CODES` order;
+    unknown names are left out."""
+    if categories is None:
+        return tuple(CODES)
+    wanted = set(categories)
+    return tuple(code for code in CODES if code in wanted)
+
+
+def review_schema(max_findings: int, codes: Iterable[str] | None = None) -> dict[str, Any]:
     """The JSON schema of one answer. ``line`` comes first: writing the number makes the model
-    look at the numbered line it then copies into ``snippet``."""
+    look at the numbered line it then copies into ``snippet``. ``codes``: the categories the
+    model may use (all for None; at least one must be known)."""
+    enum = list(allowed_codes(codes))
+    if not enum:
+        raise ValueError(f"no known finding code among {codes!r}")
     finding = {
         "type": "object",
         "properties": {
             "line": {"type": "integer"},
             "snippet": {"type": "string", "minLength": 1, "maxLength": SNIPPET_MAX},
-            "code": {"enum": list(CODES)},
+            "code": {"enum": enum},
             "severity": {"enum": list(LLM_SEVERITIES)},
             "message": {"type": "string", "minLength": 1, "maxLength": MESSAGE_MAX},
             "replacement": {"type": "string", "maxLength": REPLACEMENT_MAX},

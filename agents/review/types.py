@@ -19,11 +19,15 @@ __all__ = [
     "ReviewFinding",
     "ReviewRequest",
     "ReviewResult",
+    "ReviewStage",
     "is_stale",
 ]
 
 Origin = Literal["llm", "tool"]
 LLM_SOURCE = "memlsp"
+# The stage a result ends with: "lint" (the linters, plus model findings carried over from
+# earlier saves), a model stage's name ("review" for the instruct model), or "cache".
+ReviewStage = str
 
 
 class ReviewCancelled(Exception):
@@ -59,13 +63,18 @@ class ReviewFinding:
 @dataclass(frozen=True)
 class ReviewResult:
     """Every finding that currently holds for the document: this save's tool findings, new
-    model findings, and earlier model findings on code unchanged since (publish them all)."""
+    model findings, and earlier model findings on code unchanged since (publish them all).
+
+    A partial result (``final`` False) is what holds once the stages up to ``stage`` are done
+    (the linters first, then each model stage): publish it at once; the next one replaces it."""
 
     version: int  # the request's: compare with the document's current version
     findings: tuple[ReviewFinding, ...]
     from_cache: bool = False
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    final: bool = True  # False: model stages are still to come
+    stage: ReviewStage = ""
 
 
 def is_stale(result: ReviewResult, current_version: int | None) -> bool:

@@ -3,10 +3,21 @@
 - A save schedules a review after a short debounce; a newer save cancels the older review of that
   document. Reviews run one at a time in their own executor, never ahead of completions or
   refactors, and pause while a completion runs (models/priority.py).
-- Results for a document version that is no longer current are dropped.
-- Clients that advertise pull diagnostics (`textDocument/diagnostic`) get them by pull (the pull
-  waits for a review in flight); the others by push. Never both.
-- `$/progress` while a review runs; cancelling the progress cancels the review.
+- Two steps (or more) per save: the linters' findings, with the model findings carried over
+  from earlier saves on code unchanged since, are published as soon as the linters are done;
+  the model stages' findings are merged in and published again when they come (the quality
+  agent's ``on_partial``). Each publication holds every finding known so far, so the last one
+  wins. A save that runs no model stage (cache hit, model off, nothing changed) publishes once.
+- Results for a document version that is no longer current are dropped, partial ones too, and
+  a review superseded by a newer save publishes nothing more.
+- Clients that advertise pull diagnostics (`textDocument/diagnostic`) get them by pull, the
+  others by push; never both. A pull while a review is in flight: when the client supports
+  `workspace/diagnostic/refresh`, it waits only for the linters' result (usually well under a
+  second) and gets it; the server sends a refresh after each later step, and the client pulls
+  the model's findings then. Without refresh support nothing could tell the client to pull
+  again, so the pull waits for the whole review (as before staging).
+- `$/progress` while a review runs (a report after each step); cancelling the progress cancels
+  the review.
 """
 
 from __future__ import annotations
@@ -16,12 +27,14 @@ import contextlib
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
 from memlsp.agents.review.quality import QualityAgent
+from memlsp.agents.review.surprise import surprise_stages
 from memlsp.agents.review.tools import ToolExecutor
 from memlsp.agents.review.types import ReviewCancelled, ReviewFinding, ReviewRequest, ReviewResult
 from memlsp.config import Config
@@ -54,8 +67,10 @@ class DocReview:
     text: str = ""
     language_id: str = ""
     findings: tuple[ReviewFinding, ...] = ()
-    cancel: threading.Event | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    final: bool = True  # False: the findings are a partial result, model stages still running
+    cancel: threading.Event | None = None  # the latest save's review
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # that review is over
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # its first result is in, or over
 
 
 class DiagnosticsService(Feature):
@@ -89,6 +104,7 @@ class DiagnosticsService(Feature):
             config.agents.quality,
             tools,
             context=self.session.features.related_snippets,
+            stages=surprise_stages(self.session.pool, config.agents.quality),
         )
 
     def status(self) -> dict[str, Any]:
@@ -109,7 +125,7 @@ class DiagnosticsService(Feature):
         if state.cancel is not None:
             state.cancel.set()  # a newer save supersedes the review in flight
         cancel = threading.Event()
-        state.cancel, state.done = cancel, asyncio.Event()
+        state.cancel, state.done, state.ready = cancel, asyncio.Event(), asyncio.Event()
         task = asyncio.ensure_future(self._review_later(event, state, cancel))
         self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
         task.add_done_callback(self._tasks.discard)
@@ -133,13 +149,14 @@ class DiagnosticsService(Feature):
     async def _review_later(
         self, event: DocumentEvent, state: DocReview, cancel: threading.Event
     ) -> None:
-        done = state.done
+        done, ready = state.done, state.ready
         try:
             await asyncio.sleep(DEBOUNCE_S)
             if cancel.is_set():
                 return
             await self._review(event, state, cancel)
         finally:
+            ready.set()
             done.set()
 
     async def _review(
@@ -156,13 +173,32 @@ class DiagnosticsService(Feature):
             version=event.version or 0,
         )
         timer = self.session.metrics.timer("review")
+        first = self.session.metrics.timer("review_first")  # to the first publication
         progress = await start_progress(
             self.server, "memlsp review", request.relative_path, cancel=cancel
         )
         loop = asyncio.get_running_loop()
+
+        def accept(partial: ReviewResult) -> None:  # on the event loop
+            if cancel.is_set() or state.cancel is not cancel:
+                return  # a newer save took over
+            if self._current_version(event.uri) != partial.version:
+                log.debug("dropping stale partial review of %s", event.uri)
+                return
+            if not state.ready.is_set():
+                first("partial")
+            self._accept(event, state, partial)
+            progress.report(f"{partial.stage} done: {len(partial.findings)} findings")
+
+        def on_partial(partial: ReviewResult) -> None:  # on the review's worker thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is exiting
+                loop.call_soon_threadsafe(accept, partial)
+
         try:
+            # Partial results queued with call_soon_threadsafe run before this await resumes
+            # (the executor's future is completed through the same queue, later).
             result: ReviewResult = await loop.run_in_executor(
-                self.session.review_executor, self._run, request, cancel
+                self.session.review_executor, self._run, request, cancel, on_partial
             )
         except ReviewCancelled:
             timer("cancelled")
@@ -180,11 +216,18 @@ class DiagnosticsService(Feature):
             return
         progress.end(f"{len(result.findings)} findings")
         timer("cache" if result.from_cache else "ok")
-        if self._current_version(event.uri) != result.version:
+        if self._current_version(event.uri) != result.version or state.cancel is not cancel:
             log.debug("dropping stale review of %s (version %s)", event.uri, result.version)
             return
+        if not state.ready.is_set():
+            first("final")
+        self._accept(event, state, result)
+
+    def _accept(self, event: DocumentEvent, state: DocReview, result: ReviewResult) -> None:
+        """Make ``result`` the document's current findings and show them to the client."""
         state.version, state.text, state.language_id = result.version, event.text, event.language_id
-        state.findings = result.findings
+        state.findings, state.final = result.findings, result.final
+        state.ready.set()
         if self.pull_mode:
             self._refresh_pull()
         else:
@@ -192,11 +235,16 @@ class DiagnosticsService(Feature):
                 event.uri, result.version, self.to_diagnostics(event.text, result.findings)
             )
 
-    def _run(self, request: ReviewRequest, cancel: threading.Event) -> ReviewResult:
+    def _run(
+        self,
+        request: ReviewRequest,
+        cancel: threading.Event,
+        on_partial: Callable[[ReviewResult], None],
+    ) -> ReviewResult:
         agents = self.session.config.agents
         if not agents.quality.enabled and not agents.tools.enabled:
             return ReviewResult(version=request.version, findings=())
-        return self.agent().review(request, cancel)
+        return self.agent().review(request, cancel, on_partial)
 
     def _current_version(self, uri: str) -> int | None:
         try:
@@ -237,17 +285,25 @@ class DiagnosticsService(Feature):
             lsp.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=diagnostics)
         )
 
-    def _refresh_pull(self) -> None:
+    @property
+    def refresh_support(self) -> bool:
+        """Whether the client takes `workspace/diagnostic/refresh` (then pulls again)."""
         workspace = self.server.client_capabilities.workspace
-        if workspace and workspace.diagnostics and workspace.diagnostics.refresh_support:
+        return bool(workspace and workspace.diagnostics and workspace.diagnostics.refresh_support)
+
+    def _refresh_pull(self) -> None:
+        if self.refresh_support:
             self.server.workspace_diagnostic_refresh(None)
 
     async def pull(self, uri: str, previous_result_id: str | None) -> lsp.DocumentDiagnosticReport:
         state = self._docs.get(uri)
         if state is not None and not state.done.is_set():
-            # A review is in flight (the client pulls right after saving): wait for it.
+            # A review is in flight (the client pulls right after saving). A client that takes
+            # refreshes gets the first result (the linters') and a refresh for each later one;
+            # any other waits for the whole review.
+            step = state.ready if self.refresh_support else state.done
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.done.wait(), PULL_WAIT_S)
+                await asyncio.wait_for(step.wait(), PULL_WAIT_S)
         state = self._docs.get(uri)
         diagnostics = self.to_diagnostics(state.text, state.findings) if state else []
         result_id = hashlib.sha1(

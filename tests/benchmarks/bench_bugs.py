@@ -3,6 +3,7 @@
 Prints JSON. Usage:
   .venv/bin/python tests/benchmarks/bench_bugs.py [--limit N] [--kinds compare-op,and-or]
       [--seed 0] [--model qwen2.5-coder-1.5b] [--per-kind 30] [--linters-only] [--details]
+      [--quality '{"surprise": false}']
 
 Cases (tests/mutation_cases.py): the HumanEval solutions in ../shared/data, the demo
 workspace's clean files and a few modules of our own, each mutated once per case by one of the
@@ -15,7 +16,9 @@ originals of the sources used are reviewed too.
 Each file goes through the real server over stdio, as an editor drives it: didOpen, then
 didSave, and the diagnostics it pushes until the review's progress has ended and its result
 is published. Scores per source of the diagnostics: ``linters`` (ruff, py-compile: every
-source but the model's), ``model`` (``memlsp``) and ``all``:
+source but the model's), ``model`` (``memlsp``), split into ``surprise`` (code
+``unusual-code``) and ``instruct`` (the chat review's codes), and ``all``; ``model_codes``
+counts the model's findings per code (in mutants, on the bug line, in clean files):
 
 - recall: mutants with a finding whose range covers the bug line and that the original did not
   have (same source, code and line);
@@ -55,9 +58,12 @@ from pytest_lsp.client import DEFAULT_CLIENT_FEATURES
 from memlsp.config import load_config
 
 MODEL_SOURCE = "memlsp"
+SURPRISE_CODE = "unusual-code"  # the surprise stage's findings (agents/review/surprise.py)
 GROUPS: dict[str, Callable[[lsp.Diagnostic], bool]] = {
     "linters": lambda d: d.source != MODEL_SOURCE,
     "model": lambda d: d.source == MODEL_SOURCE,
+    "surprise": lambda d: d.source == MODEL_SOURCE and d.code == SURPRISE_CODE,
+    "instruct": lambda d: d.source == MODEL_SOURCE and d.code != SURPRISE_CODE,
     "all": lambda d: True,
 }
 REVIEW_TITLE = "memlsp review"
@@ -297,6 +303,21 @@ def score_mutant(
     return hit
 
 
+def count_codes(
+    codes: dict[str, Counter[str]], diagnostics: list[lsp.Diagnostic], bug: int | None
+) -> None:
+    """Per model finding code: findings in mutants, those on the bug line, those in clean files."""
+    for d in diagnostics:
+        if d.source != MODEL_SOURCE:
+            continue
+        counter = codes[str(d.code)]
+        if bug is None:
+            counter["clean_findings"] += 1
+        else:
+            counter["findings"] += 1
+            counter["on_bug_line"] += on_line(d, bug)
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -319,8 +340,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     originals = list({case.source.name: case.source for case in cases}.values())
     root = Path(tempfile.mkdtemp(prefix="memlsp-bench-bugs-")).resolve()
     recorder = Recorder()
-    quality = {"model": args.model, "enabled": not args.linters_only}
+    quality = {"model": args.model, "enabled": not args.linters_only, **json.loads(args.quality)}
     tallies = {group: Tally() for group in GROUPS}
+    codes: dict[str, Counter[str]] = defaultdict(Counter)
     details: list[dict[str, Any]] = []
     timeouts = 0
     async with server(
@@ -335,6 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 timeouts += 1
                 continue
             clean[source.name] = watch
+            count_codes(codes, final(watch), None)
             for group, keep in GROUPS.items():
                 tallies[group].clean_files += 1
                 tallies[group].clean_findings += sum(map(keep, final(watch)))
@@ -349,6 +372,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 group: score_mutant(tallies[group], keep, case, watch, clean[case.source.name])
                 for group, keep in GROUPS.items()
             }
+            count_codes(codes, final(watch), case.mutant.line)
             sys.stderr.write(f"{i + 1}/{len(cases)} {case.name}: {hits}\n")
             if args.details:
                 details.append(
@@ -374,6 +398,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "verification": runner.counts if runner is not None else None,
         "timeouts": timeouts,
         "sources": {group: tally.report() for group, tally in tallies.items()},
+        "model_codes": {code: dict(counter) for code, counter in sorted(codes.items())},
+        "quality_config": quality,
         "agent_stats": agent.get("quality"),
     }
     if args.details:
@@ -391,6 +417,12 @@ def main() -> int:
     parser.add_argument("--per-kind", type=int, default=30, help="mutants of each kind at most")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per review")
     parser.add_argument("--linters-only", action="store_true", help="no model review")
+    parser.add_argument(
+        "--quality",
+        default="{}",
+        help="more agents.quality settings as JSON, e.g. '{\"surprise\": false}' or "
+        "'{\"categories\": []}' (no instruct review)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="keep mutants tests miss")
     parser.add_argument("--details", action="store_true", help="every case's diagnostics")
     args = parser.parse_args()

@@ -10,28 +10,13 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
-from lsp_helpers import TIMEOUT, initialize, server_config, status
+from lsp_helpers import TIMEOUT, apply_edits, initialize, server_config, status
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
 pytestmark = pytest.mark.model
 
 SOURCE = "import os\n\n\ndef scale(values, factor):\n    return [v * factor for v in values]\n"
-
-
-def apply(text: str, edits: list[lsp.TextEdit]) -> str:
-    """Apply LSP edits (ASCII text: UTF-16 units equal code points) from last to first."""
-    lines = text.splitlines(True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
-
-    def offset(p: lsp.Position) -> int:
-        return offsets[min(p.line, len(lines))] + p.character
-
-    for edit in sorted(edits, key=lambda e: offset(e.range.start), reverse=True):
-        text = text[: offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end) :]
-    return text
 
 
 @pytest_lsp.fixture(config=server_config(Path("/nonexistent-memlsp-config")))
@@ -91,7 +76,7 @@ async def test_quick_fix_applies_and_parses(client: LanguageClient, tmp_path: Pa
     assert fixes, actions
     edit = fixes[0].edit
     assert edit is not None and edit.changes is not None
-    fixed = apply(SOURCE, list(edit.changes[uri]))
+    fixed = apply_edits(SOURCE, list(edit.changes[uri]))
     assert "import os" not in fixed
     ast.parse(fixed)
 
@@ -111,7 +96,7 @@ async def test_refactors_are_listed_instantly_and_resolve_to_a_valid_edit(
     assert docstring.edit is None and docstring.data  # resolved lazily
     resolved = await asyncio.wait_for(client.code_action_resolve_async(docstring), TIMEOUT * 5)
     assert resolved.edit is not None and resolved.edit.changes is not None, client.messages
-    rewritten = apply(SOURCE, list(resolved.edit.changes[uri]))
+    rewritten = apply_edits(SOURCE, list(resolved.edit.changes[uri]))
     assert rewritten != SOURCE
     tree = ast.parse(rewritten)
     function = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
@@ -153,4 +138,4 @@ async def test_cancel_request_stops_a_resolve_and_frees_the_model(
     # The model's lock was released: the same action now resolves to an edit.
     resolved = await asyncio.wait_for(client.code_action_resolve_async(docstring), TIMEOUT * 5)
     assert resolved.edit is not None and resolved.edit.changes, client.messages
-    ast.parse(apply(SOURCE, list(resolved.edit.changes[uri])))
+    ast.parse(apply_edits(SOURCE, list(resolved.edit.changes[uri])))

@@ -1,0 +1,267 @@
+"""Calibration of the surprise reviewer (agents/review/surprise.py): in process, no server.
+
+Prints JSON. Usage:
+  .venv/bin/python tests/benchmarks/bench_surprise.py [--limit N] [--seed 0]
+      [--model qwen2.5-coder-0.5b] [--per-kind 30] [--candidates 4] [--dump FILE]
+  .venv/bin/python tests/benchmarks/bench_surprise.py --analyze FILE  (no model: scores a dump)
+
+The cases are bench_bugs.py's (tests/mutation_cases.py: one-line mutants that the sources'
+tests catch, balanced over the kinds; ``--limit`` takes a balanced prefix) plus the unmutated
+originals. Every file is reviewed whole with the threshold at -inf: each candidate line comes
+back with its features (first-pass gap, FIM log-probabilities of the written and the proposed
+line, whether the proposal differs and parses), and the findings a threshold would keep are
+computed here for a grid of thresholds and a few ways to score, without running the model
+again (``--dump`` keeps the features; ``--analyze`` scores them again).
+
+For each scoring and threshold: recall (a finding on the bug line), precision (findings on the
+bug line / findings in the mutants), false findings per clean original, recall by kind. The
+sources are split in two halves (alternate sources by name): the threshold is chosen on the
+first (the lowest one that keeps false findings per clean file <= 0.1) and reported on both.
+Seconds per file (p50/p95), and the seconds of a ~150-line file (HumanEval programs one after
+another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import require
+from mutation_cases import HUMANEVAL, load_sources
+
+from memlsp.agents.review.surprise import Candidate, SurpriseReviewer
+
+FALSE_PER_CLEAN = 0.1
+THRESHOLDS = [round(0.5 * i, 1) for i in range(0, 41)]
+
+
+def _features(c: Candidate) -> dict[str, Any]:
+    return {
+        "line": c.line,
+        "gap": round(c.gap, 3),
+        "written_logp": round(c.written_logp, 3),
+        "proposal_logp": round(c.proposal_logp, 3),
+        "differs": c.differs,
+        "parses": c.parses,
+        "knowable": c.knowable,
+        "written": c.written,
+        "proposal": c.proposal,
+    }
+
+
+# Ways to score a candidate from its features (what the reviewer's threshold applies to).
+SCORINGS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "delta": lambda f: f["proposal_logp"] - f["written_logp"],
+    "gap": lambda f: f["gap"],
+    "delta+gap/2": lambda f: f["proposal_logp"] - f["written_logp"] + f["gap"] / 2,
+    "min(delta,gap)": lambda f: min(f["proposal_logp"] - f["written_logp"], f["gap"]),
+}
+
+
+def findings(
+    cands: list[dict[str, Any]], score: Callable[[dict[str, Any]], float], t: float, top: int
+) -> list[int]:
+    kept = [
+        c
+        for c in cands
+        if c["differs"] and c["parses"] and c.get("knowable", True) and score(c) >= t
+    ]
+    kept.sort(key=lambda c: -score(c))
+    return [c["line"] for c in kept[:top]]
+
+
+def metrics(
+    files: list[dict[str, Any]], score: Callable[[dict[str, Any]], float], t: float, top: int
+) -> dict[str, Any]:
+    mutants = [f for f in files if f["kind"] != "clean"]
+    clean = [f for f in files if f["kind"] == "clean"]
+    hits = on_bug = total = 0
+    by_kind: dict[str, list[int]] = {}
+    for f in mutants:
+        lines = findings(f["candidates"], score, t, top)
+        hit = f["bug_line"] in lines
+        hits += hit
+        on_bug += sum(line == f["bug_line"] for line in lines)
+        total += len(lines)
+        by_kind.setdefault(f["kind"], [0, 0])
+        by_kind[f["kind"]][0] += hit
+        by_kind[f["kind"]][1] += 1
+    false = sum(len(findings(f["candidates"], score, t, top)) for f in clean)
+    return {
+        "threshold": t,
+        "recall": round(hits / len(mutants), 3) if mutants else None,
+        "precision": round(on_bug / total, 3) if total else None,
+        "false_per_clean": round(false / len(clean), 3) if clean else None,
+        "mutants": len(mutants),
+        "clean": len(clean),
+        "recall_by_kind": {k: round(h / n, 3) for k, (h, n) in sorted(by_kind.items())},
+    }
+
+
+def calibrate(files: list[dict[str, Any]], top: int) -> dict[str, Any]:
+    names = sorted({f["source"] for f in files})
+    half_of = {name: i % 2 for i, name in enumerate(names)}
+    halves = [[f for f in files if half_of[f["source"]] == h] for h in (0, 1)]
+    out: dict[str, Any] = {}
+    for name, score in SCORINGS.items():
+        grid = [metrics(files, score, t, top) for t in THRESHOLDS]
+        fit = next(
+            (
+                t
+                for t in THRESHOLDS
+                if metrics(halves[0], score, t, top)["false_per_clean"] <= FALSE_PER_CLEAN
+            ),
+            None,
+        )
+        out[name] = {
+            "grid": [
+                {k: g[k] for k in ("threshold", "recall", "precision", "false_per_clean")}
+                for g in grid
+            ],
+            "threshold_for_false_per_clean_le_0.1_on_half_a": fit,
+            "half_a": None if fit is None else metrics(halves[0], score, fit, top),
+            "half_b": None if fit is None else metrics(halves[1], score, fit, top),
+            "all": None if fit is None else metrics(files, score, fit, top),
+        }
+    return out
+
+
+def seconds(samples: list[float]) -> dict[str, Any]:
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "n": len(ordered),
+        "p50_s": round(statistics.median(ordered), 3),
+        "p95_s": round(p95, 3),
+        "max_s": round(ordered[-1], 3),
+    }
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    from bench_bugs import TestRunner, select
+    from fim_pool import fim_pool
+
+    runner = None if args.no_verify else TestRunner()
+    args.kinds = ""
+    cases = select(args, runner)
+    originals = list({case.source.name: case.source for case in cases}.values())
+    pool = fim_pool()
+    reviewer = SurpriseReviewer(
+        pool,
+        args.model,
+        float("-inf"),
+        args.top,
+        candidates=args.candidates,
+        suffix_tokens=args.suffix_tokens,
+        batch=args.batch,
+    )
+    cancel = threading.Event()
+    reviewer.candidates("def f(x):\n    return x\n", "python", None, cancel)  # load, warm
+    files: list[dict[str, Any]] = []
+    times: list[float] = []
+
+    def review(source: str, kind: str, text: str, bug_line: int, change: str) -> None:
+        started = time.perf_counter()
+        cands = reviewer.candidates(text, "python", None, cancel)
+        times.append(time.perf_counter() - started)
+        files.append(
+            {
+                "source": source,
+                "kind": kind,
+                "bug_line": bug_line,
+                "change": change,
+                "seconds": round(times[-1], 3),
+                "candidates": [_features(c) for c in cands],
+            }
+        )
+
+    for source in originals:
+        review(source.name, "clean", source.text, -1, "")
+    for i, case in enumerate(cases):
+        m = case.mutant
+        review(case.source.name, m.kind, m.text, m.line, m.description)
+        sys.stderr.write(f"{i + 1}/{len(cases)} {case.name} {times[-1]:.2f}s\n")
+    # A ~150-line file: HumanEval programs one after another.
+    big, count = [], 0
+    for source in load_sources():
+        if count >= 150:
+            break
+        big.append(source.text.rstrip() + "\n\n")
+        count += source.text.rstrip().count("\n") + 3
+    text = "".join(big)
+    started = time.perf_counter()
+    reviewer.candidates(text, "python", None, cancel)
+    big_s = time.perf_counter() - started
+    pool.close()
+    return {
+        "model": args.model,
+        "seed": args.seed,
+        "candidates_per_file": args.candidates,
+        "suffix_tokens": args.suffix_tokens,
+        "batch": args.batch,
+        "verification": runner.counts if runner is not None else None,
+        "seconds_per_file": seconds(times),
+        "seconds_150_lines": {"lines": text.count("\n"), "seconds": round(big_s, 3)},
+        "reviewer_stats": reviewer.stats(),
+        "files": files,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int, default=None, help="mutants (a balanced prefix)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--per-kind", type=int, default=30)
+    parser.add_argument("--candidates", type=int, default=4, help="lines scored in pass 2")
+    parser.add_argument("--suffix-tokens", type=int, default=160)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--top", type=int, default=1, help="findings per file at most")
+    parser.add_argument("--no-verify", action="store_true", help="keep mutants tests miss")
+    parser.add_argument("--dump", type=Path, help="write the raw candidates here")
+    parser.add_argument("--analyze", type=Path, help="score a dump again (no model)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.analyze:
+        raw = json.loads(args.analyze.read_text())
+    else:
+        require(HUMANEVAL)
+        load_before = os.getloadavg()
+        raw = collect(args)
+        raw["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        raw["collect_seconds"] = round(time.perf_counter() - started, 1)
+        if args.dump:
+            args.dump.write_text(json.dumps(raw))
+    files = raw["files"]
+    out = {k: v for k, v in raw.items() if k != "files"}
+    out["top_findings_per_file"] = args.top
+    out["mutants"] = sum(f["kind"] != "clean" for f in files)
+    out["clean_files"] = sum(f["kind"] == "clean" for f in files)
+    out["scorings"] = calibrate(files, args.top)
+    out["ceiling_bug_line_is_candidate"] = round(
+        sum(
+            any(
+                c["line"] == f["bug_line"] and c["differs"] and c["parses"] for c in f["candidates"]
+            )
+            for f in files
+            if f["kind"] != "clean"
+        )
+        / max(1, out["mutants"]),
+        3,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The surprise reviewer (agents/review/surprise.py): which tokens count, the message's span, and
+with the real 0.5B FIM model: a finding on a mutant's bug line whose quick fix restores the
+original, none on the original, cancellation, and the shared model left consistent."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from memlsp.agents.review.surprise import SurpriseReviewer
+from memlsp.agents.review.token_scores import differing_span, python_unknowable
+from memlsp.agents.review.types import ReviewCancelled
+from memlsp.models import ModelPool
+
+FIM = "qwen2.5-coder-0.5b"
+
+
+def _skipped(text: str) -> set[str]:
+    """The words of ``text`` whose characters are all marked unknowable."""
+    mask = python_unknowable(text)
+    words = set()
+    start = None
+    for i, ch in enumerate(text + " "):
+        if ch.isalnum() or ch == "_":
+            start = i if start is None else start
+        elif start is not None:
+            if np.all(mask[start:i]):
+                words.add(text[start:i])
+            start = None
+    return words
+
+
+def test_strings_comments_numbers_and_new_names_are_skipped() -> None:
+    text = (
+        "def scale(values, factor):\n"
+        '    """Multiply each value."""\n'
+        "    out = []  # the result\n"
+        "    for value in values:\n"
+        "        out.append(value * factor + 42)\n"
+        "    return out\n"
+    )
+    skipped = _skipped(text)
+    # First uses are new names; strings, comments, numbers are data.
+    assert {"scale", "values", "factor", "out", "value", "append"} <= skipped
+    assert {"Multiply", "each", "the", "result", "42"} <= skipped
+    # Keywords, builtins-free code and names seen before are knowable.
+    assert not {"def", "for", "in", "return"} & skipped
+    mask = python_unknowable(text)
+    later_values = text.index("in values") + 3
+    assert not mask[later_values : later_values + 6].any()  # `values` seen in the signature
+    assert not mask[text.index("return out") + 7]  # `out` seen before
+    assert not mask[text.index(" * ") + 1]  # an operator
+
+
+def test_builtins_are_knowable_and_a_broken_file_stays_knowable_past_the_error() -> None:
+    mask = python_unknowable("x = len(y)\n")
+    assert mask[0]  # `x`: new
+    assert not mask[4:7].any()  # `len`: builtin
+    assert python_unknowable("def f(:\n").shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("written", "proposed", "old", "new"),
+    [
+        ("    if a < b:", "    if a <= b:", "<", "<="),
+        ("    for i in range(n + 1):", "    for i in range(n):", "n + 1", "n"),
+        ("    return total", "    return count", "total", "count"),
+        ("x = a and b", "x = a or b", "and", "or"),
+    ],
+)
+def test_differing_span_shows_the_changed_code(
+    written: str, proposed: str, old: str, new: str
+) -> None:
+    start, end, got_old, got_new = differing_span(written, proposed)
+    assert (got_old, got_new) == (old, new)
+    assert written[start:end] == old
+
+
+def test_other_languages_are_skipped_without_a_model() -> None:
+    reviewer = SurpriseReviewer(ModelPool({}), FIM, 0.0, 3)
+    assert reviewer.review("let x = 1;", "javascript", None, threading.Event()) == []
+    assert reviewer.stats()["skipped_language"] == 1
+
+
+# -- with the real 0.5B FIM model ---------------------------------------------------------------
+
+ORIGINAL = '''def busiest_day(sales):
+    """The index of the day with the most sales; the first one on a tie."""
+    best = 0
+    for day in range(1, len(sales)):
+        if sales[day] > sales[best]:
+            best = day
+    return best
+
+
+def total_price(items):
+    total = 0
+    for item in items:
+        total += item.price * item.quantity
+    return total
+'''
+BUG_LINE = 13
+MUTANT = ORIGINAL.replace("    return total", "    return item")
+THRESHOLD = 8.5
+
+
+@pytest.fixture(scope="module")
+def reviewer(fim_model_pool: ModelPool) -> SurpriseReviewer:
+    return SurpriseReviewer(fim_model_pool, FIM, THRESHOLD, 3)
+
+
+def test_a_mutant_gets_a_finding_whose_fix_restores_the_line(reviewer: SurpriseReviewer) -> None:
+    found = reviewer.review(MUTANT, "python", None, threading.Event())
+    on_bug = [f for f in found if f.line == BUG_LINE]
+    assert on_bug, found
+    finding = on_bug[0]
+    assert (finding.code, finding.source, finding.origin) == ("unusual-code", "memlsp", "llm")
+    assert finding.severity in ("info", "warning")
+    assert "`item`" in finding.message and "`total`" in finding.message
+    lines = MUTANT.split("\n")
+    line = lines[BUG_LINE]
+    assert finding.replacement is not None
+    lines[BUG_LINE] = line[: finding.column] + finding.replacement + line[finding.end_column :]
+    assert "\n".join(lines) == ORIGINAL
+
+
+def test_the_clean_original_gets_none(reviewer: SurpriseReviewer) -> None:
+    assert reviewer.review(ORIGINAL, "python", None, threading.Event()) == []
+
+
+def test_rows_limit_the_review(reviewer: SurpriseReviewer) -> None:
+    assert reviewer.review(MUTANT, "python", range(0, 7), threading.Event()) == []
+
+
+def test_cancel_raises(reviewer: SurpriseReviewer) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ReviewCancelled):
+        reviewer.review(MUTANT + "\n# another save\n", "python", None, cancel)
+
+
+def _complete(pool: ModelPool, prefix: str, suffix: str) -> str:
+    """A greedy FIM completion through the shared instance, reusing whatever its cache holds."""
+    with pool.acquire(FIM) as model:
+        llama = model.llama
+
+        def ids(text: str, special: bool = False) -> list[int]:
+            return list(llama.tokenize(text.encode(), add_bos=False, special=special))
+
+        prompt = [
+            *ids("<|fim_prefix|>", True),
+            *ids(prefix),
+            *ids("<|fim_suffix|>", True),
+            *ids(suffix),
+            *ids("<|fim_middle|>", True),
+        ]
+        out = llama.create_completion(prompt, max_tokens=12, temperature=0.0)
+        return str(out["choices"][0]["text"])
+
+
+def test_the_shared_model_stays_consistent(
+    reviewer: SurpriseReviewer, fim_model_pool: ModelPool
+) -> None:
+    from memlsp.models.runtime import llama_cpp
+
+    cut = MUTANT.index("    return item")
+    prefix, suffix = MUTANT[:cut] + "    return", "\n"
+    before = _complete(fim_model_pool, prefix, suffix)
+    reviewer.review(MUTANT, "python", None, threading.Event())
+    with fim_model_pool.acquire(FIM) as model:
+        llama = model.llama
+        lib = llama_cpp()
+        # The record says what the KV cache holds: positions 0 .. n_tokens - 1.
+        assert lib.llama_memory_seq_pos_max(lib.llama_get_memory(llama.ctx), 0) == (
+            llama.n_tokens - 1
+        )
+    # The review left a prefix of this prompt in the cache: the completion reuses it.
+    assert _complete(fim_model_pool, prefix, suffix) == before
+
+
+def test_cancel_during_the_review_raises(reviewer: SurpriseReviewer) -> None:
+    cancel = threading.Event()
+    long_text = "\n\n".join(MUTANT.replace("total", f"total{i}") for i in range(8))
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    try:
+        with pytest.raises(ReviewCancelled):
+            reviewer.review(long_text, "python", None, cancel)
+    finally:
+        timer.cancel()
+    assert reviewer.stats()["cancelled"] >= 1
