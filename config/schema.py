@@ -201,9 +201,16 @@ class GeneratorConfig:
         default="prompt-lookup",
         metadata=choice(
             "prompt-lookup",
+            "model",
             "off",
-            doc="guess the next tokens from the prompt, check them in one batch: same text",
+            doc="guess the next tokens, check them in one batch: same text. prompt-lookup: "
+            "from the prompt; model: draft_model's greedy tokens (prompt-lookup's where it "
+            "cannot: not smaller, another tokenizer, no room in pool.memory_budget_mb)",
         ),
+    )
+    draft_model: str = field(
+        default="qwen2.5-coder-0.5b",
+        metadata=text("catalogue name of the smaller model that drafts (draft: model)"),
     )
     max_predict_ms: int = field(
         default=1000,

@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["DRAFT_MODES", "BatchVerifier", "PromptLookup"]
 
-DRAFT_MODES = ("prompt-lookup", "off")
+DRAFT_MODES = ("prompt-lookup", "model", "off")  # agents.generator.draft
 
 # The longest and shortest run of last tokens looked up. A single token matches almost
 # anywhere, so its guesses are rarely right and each wrong one costs a bigger batch.

@@ -6,7 +6,8 @@ of the current suggestion) without touching a model, cheap enough for the event 
 own loop so it can stop between tokens (cancellation, end of line, end of block) and evaluate the
 prompt in small batches, checking for cancellation between them: a superseded request releases the
 model within one batch instead of after a whole prompt. Tokens guessed from the prompt are
-checked in batches (agents/completion/draft.py: the same text, faster), and past
+checked in batches (agents/completion/draft.py: the same text, faster; or a smaller model's
+guesses, agents/completion/draft_model.py, with agents.generator.draft "model"), and past
 ``max_predict_ms`` the answer ends at a line end. An explicit request also gets the texts that
 the next best first tokens lead to (``alternatives``), from the same prompt evaluation.
 Other-file context goes in only when the code at the cursor needs it
@@ -15,6 +16,7 @@ Other-file context goes in only when the code at the cursor needs it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +29,7 @@ import numpy as np
 from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_above
 from memlsp.agents.completion.completion_cache import CompletionCache
 from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLookup
+from memlsp.agents.completion.draft_model import ModelDraft, same_vocabulary
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
 from memlsp.agents.completion.fim_prompt import FimPrompt, FimPromptBuilder, FimSpecialIds
 from memlsp.agents.completion.postprocess import CompletionMode, clean_completion, decide_mode
@@ -35,7 +38,7 @@ from memlsp.agents.completion.sticky_context import StickyContext
 from memlsp.agents.completion.token_healing import Vocabulary, split_for_healing
 from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest, code_around_cursor
 from memlsp.config.schema import GeneratorConfig
-from memlsp.models import LoadedModel, ModelPool
+from memlsp.models import LoadedModel, ModelError, ModelPool
 from memlsp.models.kv_states import KvStates, common_prefix
 from memlsp.models.prefill import prefill
 from memlsp.models.priority import Preempted
@@ -115,6 +118,9 @@ class GeneratorAgent:
         self._lock = threading.Lock()
         self._stats = GeneratorStats()
         self._last_context: list[tuple[str, str]] = []
+        # agents.generator.draft "model": (completion model, draft model) -> same tokenizer
+        self._draft_pairs: dict[tuple[str, str], bool] = {}
+        self._draft_notes: set[str] = set()  # why a draft model was not used, logged once each
 
     # -- fast path -----------------------------------------------------------------------
 
@@ -157,7 +163,11 @@ class GeneratorAgent:
         text = raw = ""
         others: tuple[str, ...] = ()
         prompt_tokens = reused = generated = 0
-        with self.pool.acquire(self.model_name, interactive=True) as model:
+        with (
+            self.pool.acquire(self.model_name, interactive=True) as model,
+            contextlib.ExitStack() as stack,
+        ):
+            drafter = self._draft_model(model, stack)
             for attempt in attempts:
                 if cancel.is_set():
                     raise self._cancelled()
@@ -183,6 +193,7 @@ class GeneratorAgent:
                     cancel,
                     blank_line=cut is not None,
                     finish=finish,
+                    draft_model=drafter,
                 )
                 prompt_tokens += sizes[0]
                 reused += sizes[1]
@@ -336,6 +347,7 @@ class GeneratorAgent:
         *,
         blank_line: bool,
         finish: Callable[[str], str],
+        draft_model: LoadedModel | None = None,
     ) -> tuple[str, tuple[int, int, int], tuple[str, ...]]:
         """One prompt through the model: (raw text, (prompt tokens, reused, generated), other
         suggestions). ``finish``: raw text to suggestion, which tells alternatives apart.
@@ -369,6 +381,7 @@ class GeneratorAgent:
                 if request.language_id in PROSE_LANGUAGES
                 else model_prefix.rsplit("\n", 1)[-1],
                 draft=config.draft,
+                draft_model=draft_model,
                 max_predict_ms=config.max_predict_ms,
                 kv_reuse_min_tokens=config.kv_reuse_min_tokens,
                 alternatives=request.alternatives,
@@ -383,6 +396,54 @@ class GeneratorAgent:
             self._stats.timed_out += decoded.timed_out
         sizes = (len(prompt.tokens), decoded.reused, decoded.generated)
         return decoded.text, sizes, decoded.alternatives
+
+    def _draft_model(self, model: LoadedModel, stack: contextlib.ExitStack) -> LoadedModel | None:
+        """With agents.generator.draft "model": the draft model, held in ``stack`` beside the
+        completion model ``model`` (held already), when it may draft for it: another, smaller
+        catalogue model with the same tokenizer, loaded or fitting the memory budget beside the
+        models loaded (a load never evicts one), and not busy. Else None: prompt-lookup drafts."""
+        name = self.config.draft_model
+        if self.config.draft != "model" or name == model.name:
+            return None
+        try:
+            draft_spec = self.pool.spec(name)
+        except ModelError:
+            return self._no_draft(name, f"'{name}' is not in the catalogue")
+        sizes = (draft_spec.size_bytes, model.spec.size_bytes)
+        if draft_spec.fim is None or not 0 < sizes[0] < sizes[1]:
+            return self._no_draft(name, f"'{name}' is not a smaller FIM model than '{model.name}'")
+        if self._draft_pairs.get((model.name, name)) is False:
+            return None
+        if not self.pool.is_loaded(name):
+            try:
+                needed = self.pool.estimate(name)
+            except ModelError as exc:  # not installed, damaged
+                return self._no_draft(name, str(exc))
+            stats = self.pool.stats()
+            if stats["reserved_bytes"] + needed > stats["budget_bytes"]:
+                return self._no_draft(
+                    name, "loading it would unload another model (pool.memory_budget_mb)"
+                )
+        try:
+            # Interactive: background work on it gives way. A short wait: busy, no draft.
+            draft = stack.enter_context(self.pool.acquire(name, timeout=0.05, interactive=True))
+        except ModelError as exc:
+            log.debug("no draft model for this request: %s", exc)
+            return None
+        pair = (model.name, name)
+        if pair not in self._draft_pairs:
+            self._draft_pairs[pair] = same_vocabulary(model.llama, draft.llama)
+            if not self._draft_pairs[pair]:
+                return self._no_draft(name, f"its tokenizer differs from '{model.name}'s")
+            log.info("drafting for %s with %s", model.name, name)
+        return draft
+
+    def _no_draft(self, name: str, why: str) -> LoadedModel | None:
+        """Log ``why`` (once) and give no draft model."""
+        if why not in self._draft_notes:
+            self._draft_notes.add(why)
+            log.info("no draft model (agents.generator.draft_model %s): %s", name, why)
+        return None
 
     def forget(self, doc_key: str) -> None:
         self._sticky.forget(doc_key)
@@ -638,6 +699,7 @@ def _decode(
     vocabulary: Vocabulary | None = None,
     fences_after: str | None = None,
     draft: str = "off",
+    draft_model: LoadedModel | None = None,
     max_predict_ms: int = 0,
     kv_reuse_min_tokens: int = 0,
     alternatives: int = 1,
@@ -649,7 +711,9 @@ def _decode(
     that fit them; the text returned is what follows them. ``fences_after``: in code, the
     prompt's last line; a token that opens a markdown fence at a line start then ends the answer
     (agents.fences). ``draft``: "prompt-lookup" checks guessed tokens in batches (same text,
-    agents.completion.draft). ``max_predict_ms``: past this much time after the prompt, end at
+    agents.completion.draft); "model": the guesses of ``draft_model`` (a held model with the
+    same tokenizer, agents.completion.draft_model), or prompt-lookup's without it.
+    ``max_predict_ms``: past this much time after the prompt, end at
     the last line break that follows some text (0: no limit). ``kv_reuse_min_tokens``: cached
     runs kept across a deletion by shifting them (models.kv_reuse; 0: off).
 
@@ -696,7 +760,9 @@ def _decode(
             max_predict_ms=max_predict_ms,
         )
 
-    def lookup() -> PromptLookup | None:
+    def lookup() -> PromptLookup | ModelDraft | None:
+        if draft == "model" and draft_model is not None:
+            return ModelDraft(lib, draft_model.llama, tokens, cancel, stops=stops)
         return PromptLookup(tokens, capacity=max_tokens + len(heal)) if draft != "off" else None
 
     greedy = branch()
@@ -783,7 +849,9 @@ def _keep_tokens(lib: Any, llama: Any, count: int) -> None:
     llama.n_tokens = count
 
 
-def _replay(branch: _Greedy, tokens: Sequence[int], lookup: PromptLookup | None) -> bool:
+def _replay(
+    branch: _Greedy, tokens: Sequence[int], lookup: PromptLookup | ModelDraft | None
+) -> bool:
     """Feed a branch the tokens it shares with the greedy answer (in the KV cache already);
     False if they end it, which the greedy answer's going on past them rules out."""
     for token in tokens:
@@ -798,7 +866,7 @@ def _follow(
     llama: Any,
     greedy: _Greedy,
     token: int | None,
-    lookup: PromptLookup | None,
+    lookup: PromptLookup | ModelDraft | None,
     verifier: BatchVerifier,
     cancel: threading.Event,
 ) -> tuple[int, int]:
