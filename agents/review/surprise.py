@@ -146,6 +146,9 @@ class SurpriseReviewer:
         self.max_findings = max_findings
         self.n_candidates = candidates
         self.min_gap = min_gap
+        # A finding's score is min(FIM delta, first-pass gap): a line whose gap is below the
+        # threshold can never reach it, so the second pass (the costly part) skips it.
+        self.floor = max(min_gap, threshold)
         self.batch = batch
         self.suffix_tokens = suffix_tokens
         self.max_new_tokens = max_new_tokens
@@ -331,7 +334,7 @@ class SurpriseReviewer:
             row = int(job.token_line[p + 1])
             best[row] = max(best.get(row, 0.0), float(job.gaps[p]))
         ranked = sorted(
-            (row for row, gap in best.items() if gap >= self.min_gap and row in job.line_token),
+            (row for row, gap in best.items() if gap >= self.floor and row in job.line_token),
             key=lambda row: -best[row],
         )[: self.n_candidates]
         # Bottom-up: each FIM prefix is then a prefix of the one before (KV cache reuse).

@@ -38,6 +38,9 @@ from common import require
 from mutation_cases import HUMANEVAL, load_sources
 
 from memlsp.agents.review.surprise import Candidate, SurpriseReviewer
+from memlsp.config import load_config
+
+DEFAULTS = load_config(None, user_file=Path("/nonexistent/memlsp.yaml")).config
 
 FALSE_PER_CLEAN = 0.1
 THRESHOLDS = [round(0.5 * i, 1) for i in range(0, 41)]
@@ -202,6 +205,21 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     reviewer.candidates(text, "python", None, cancel)
     big_s = time.perf_counter() - started
+    # As configured (the threshold the server uses): only lines whose first-pass gap reaches
+    # it get the second pass. A first save (a text the cache has not seen), then a save after
+    # one line near the end changed (the cache holds the text before it).
+    product = SurpriseReviewer(pool, args.model, args.threshold, args.top)
+    configured: dict[str, float] = {}
+    first = "# first save\n" + text
+    lines = first.split("\n")
+    row = len(lines) * 2 // 3
+    while not lines[row].strip():
+        row += 1
+    lines[row] = lines[row] + "  # edited"
+    for label, version in (("first_save", first), ("save_after_an_edit", "\n".join(lines))):
+        started = time.perf_counter()
+        product.review(version, "python", None, cancel)
+        configured[label] = round(time.perf_counter() - started, 3)
     pool.close()
     return {
         "model": args.model,
@@ -212,6 +230,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "verification": runner.counts if runner is not None else None,
         "seconds_per_file": seconds(times),
         "seconds_150_lines": {"lines": text.count("\n"), "seconds": round(big_s, 3)},
+        "seconds_150_lines_as_configured": {"threshold": args.threshold, **configured},
         "reviewer_stats": reviewer.stats(),
         "files": files,
     }
@@ -227,6 +246,14 @@ def main() -> int:
     parser.add_argument("--suffix-tokens", type=int, default=160)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--top", type=int, default=1, help="findings per file at most")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=load_config(
+            None, user_file=Path("/nonexistent/memlsp.yaml")
+        ).config.agents.quality.surprise_threshold,
+        help="the server's threshold, for the as-configured timing",
+    )
     parser.add_argument("--no-verify", action="store_true", help="keep mutants tests miss")
     parser.add_argument("--dump", type=Path, help="write the raw candidates here")
     parser.add_argument("--analyze", type=Path, help="score a dump again (no model)")
