@@ -257,6 +257,13 @@ class QualityConfig:
     """Diagnostics on save: the linters in agents.tools plus the model's review."""
 
     enabled: bool = field(default=True, metadata=text("false: linters only, no model review"))
+    instruct: bool = field(
+        default=False,
+        metadata=text(
+            "the chat review by `model` (20-45 s a save on 2 cores); off: on bench_bugs its "
+            "findings were as frequent on clean files as on bugs (docs/benchmarks.md)"
+        ),
+    )
     model: str = field(default="qwen2.5-coder-1.5b", metadata=text("catalogue name"))
     max_findings: int = field(
         default=10, metadata=number(0, 100, "most findings the model may give; 0: no model review")

@@ -676,7 +676,7 @@ def make_workspace() -> Path:
 def init_options(settings: Settings) -> dict[str, Any]:
     agents: dict[str, Any] = {"generator": {"model": settings.model}}
     if settings.quality_model:
-        agents["quality"] = {"model": settings.quality_model}
+        agents["quality"] = {"model": settings.quality_model, "instruct": True}
     return {"agents": agents}
 
 

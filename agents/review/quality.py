@@ -274,7 +274,7 @@ class QualityAgent:
         if not self.config.enabled:
             return []
         stages = list(self.early_stages)
-        if self.config.max_findings > 0 and self.codes:
+        if self.config.instruct and self.config.max_findings > 0 and self.codes:
             stages.append(ModelStage(INSTRUCT_STAGE, self._instruct_stage))
         return stages
 

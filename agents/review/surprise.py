@@ -139,6 +139,7 @@ class SurpriseReviewer:
         batch: int = 128,
         suffix_tokens: int = 160,
         max_new_tokens: int = 40,
+        prefix_window: int = 768,
     ) -> None:
         self.pool = pool
         self.model = model
@@ -152,6 +153,7 @@ class SurpriseReviewer:
         self.batch = batch
         self.suffix_tokens = suffix_tokens
         self.max_new_tokens = max_new_tokens
+        self.prefix_window = prefix_window
         self._stats = _Stats()
         self._lock = threading.Lock()
         # The model's FIM and stop token ids (read under the model's lock, before each review).
@@ -291,11 +293,19 @@ class SurpriseReviewer:
         # The window: everything up to the last scored token, cut at a line start to fit.
         room = int(llama.n_ctx()) - self.suffix_tokens - self.max_new_tokens - 96
         last = int(np.flatnonzero(scored)[-1]) + 1 if scored.any() else 0
+        # ...and no further back than ``prefix_window`` tokens before the first scored token:
+        # a save that changed one function of a long file scores it with the code just above
+        # it, not the whole file again (the nearby code is what the model's guesses rest on).
+        first_scored = int(np.flatnonzero(scored)[0]) if scored.any() else 0
+        must, may = last - room, first_scored - self.prefix_window
         first = 0
-        if last > room:
+        if must > 0 or may > 0:
             boundary = {int(s): i for i, s in enumerate(spans.start)}
             cuts = [boundary[starts[r]] for r in range(len(lines)) if starts[r] in boundary]
-            first = min((i for i in cuts if i >= last - room), default=last)
+            if must > 0:
+                first = min((i for i in cuts if i >= must), default=last)
+            if may > first:
+                first = min((i for i in cuts if may <= i <= first_scored), default=first)
         tokens = [self._fim_ids["prefix"], *body[first:last]]
         token_line = np.concatenate([[-1], token_line[first:last]])
         scored = np.concatenate([[False], scored[first:last]])

@@ -401,6 +401,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     import threading
 
     from memlsp.agents.review.quality import QualityAgent
+    from memlsp.agents.review.surprise import surprise_stages
     from memlsp.agents.review.tools import ToolExecutor
     from memlsp.agents.review.types import ReviewRequest
     from memlsp.config import load_config
@@ -417,7 +418,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     tools = (
         ToolExecutor.from_config(config.agents.tools, root) if config.agents.tools.enabled else None
     )
-    agent = QualityAgent(pool, quality, tools)
+    agent = QualityAgent(pool, quality, tools, stages=surprise_stages(pool, quality))
     text = target.read_text(encoding="utf-8")
     request = ReviewRequest(
         uri=target.as_uri(),

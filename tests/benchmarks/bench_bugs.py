@@ -3,7 +3,7 @@
 Prints JSON. Usage:
   .venv/bin/python tests/benchmarks/bench_bugs.py [--limit N] [--kinds compare-op,and-or]
       [--seed 0] [--model qwen2.5-coder-1.5b] [--per-kind 30] [--linters-only] [--details]
-      [--quality '{"surprise": false}']
+      [--quality '{"instruct": true, "surprise": false}']
 
 Cases (tests/mutation_cases.py): the HumanEval solutions in ../shared/data, the demo
 workspace's clean files and a few modules of our own, each mutated once per case by one of the

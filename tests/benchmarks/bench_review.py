@@ -296,7 +296,7 @@ def main() -> int:
     if args.threads:
         models = {k: dataclasses.replace(v, n_threads=args.threads) for k, v in models.items()}
     pool = ModelPool(models, config.pool)
-    quality = QualityConfig(model=args.model)
+    quality = QualityConfig(model=args.model, instruct=True)  # what this benchmark measures
     ws = Workspace()
     out: dict[str, Any] = {
         "model": args.model,

@@ -123,7 +123,7 @@ CLIENT_SETTINGS: dict[str, Any] = {
         **HOSTILE["agents"],
         # Small budgets: this test is about what happens, not how well (a loaded 2-core box).
         "generator": {"model": FAST, "context_tokens": 128, "max_tokens": 16},
-        "quality": {"model": FAST},
+        "quality": {"model": FAST, "instruct": True},
     },
 }
 PLANTED_ENV = {
@@ -551,7 +551,7 @@ def test_fim_prompt_masks_credentials_in_the_document_and_its_context(pool: Mode
 
 @pytest.mark.model
 def test_review_prompt_masks_credentials(pool: ModelPool, tmp_path: Path) -> None:
-    agent = QualityAgent(pool, QualityConfig(model=FAST, max_tokens=64), tools=None)
+    agent = QualityAgent(pool, QualityConfig(model=FAST, instruct=True, max_tokens=64), tools=None)
     path = tmp_path / "settings.py"
     path.write_text(SETTINGS_PY)
     request = ReviewRequest(path.as_uri(), str(path), "settings.py", "python", SETTINGS_PY, 1)

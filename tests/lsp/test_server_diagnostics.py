@@ -81,7 +81,10 @@ async def _final_diagnostics(client: LanguageClient, uri: str) -> list[lsp.Diagn
 
 @pytest_lsp.fixture(config=server_config(Path("/nonexistent-memlsp-config")))
 async def client(lsp_client: LanguageClient, tmp_path: Path):  # type: ignore[no-untyped-def]
-    await initialize(lsp_client, tmp_path, pull_diagnostics=False)
+    # Both model stages: surprise (on by default) and the instruct review (off by default).
+    await initialize(
+        lsp_client, tmp_path, pull_diagnostics=False, agents={"quality": {"instruct": True}}
+    )
     yield lsp_client
     await lsp_client.shutdown_session()
 
@@ -187,7 +190,7 @@ async def fast_client(lsp_client: LanguageClient, tmp_path: Path):  # type: igno
         lsp_client,
         tmp_path,
         pull_diagnostics=False,
-        agents={"quality": {"model": FAST, "surprise": False}},
+        agents={"quality": {"model": FAST, "instruct": True, "surprise": False}},
     )
     yield lsp_client
     await lsp_client.shutdown_session()
@@ -292,7 +295,7 @@ async def test_a_pull_mid_review_gets_the_linters_then_a_refresh(tmp_path: Path)
                     root_uri=tmp_path.as_uri(),
                     # One model stage: the refresh after it is the last.
                     initialization_options={
-                        "agents": {"quality": {"model": FAST, "surprise": False}}
+                        "agents": {"quality": {"model": FAST, "instruct": True, "surprise": False}}
                     },
                 )
             ),

@@ -500,7 +500,7 @@ def review(agent: QualityAgent, request: ReviewRequest) -> ReviewResult:
 def test_planted_bugs_are_found_on_their_lines(
     pool: ModelPool, tools: ToolExecutor, workspace: Path
 ) -> None:
-    agent = QualityAgent(pool, QualityConfig(model=REVIEWER), tools)
+    agent = QualityAgent(pool, QualityConfig(model=REVIEWER, instruct=True), tools)
     lines = PLANTED.split("\n")
     marks = ("tags=[]", "== None", "except:", "count =")
     assert [m in lines[n] for m, n in zip(marks, PLANTED_LINES.values(), strict=True)] == [True] * 4
@@ -530,7 +530,9 @@ def test_planted_bugs_are_found_on_their_lines(
 
 @pytest.mark.model
 def test_cache_and_severity_cap(pool: ModelPool, tools: ToolExecutor, workspace: Path) -> None:
-    agent = QualityAgent(pool, QualityConfig(model=FAST, max_llm_severity="info"), tools)
+    agent = QualityAgent(
+        pool, QualityConfig(model=FAST, instruct=True, max_llm_severity="info"), tools
+    )
     first = review(agent, save(workspace, "a.py", PLANTED, version=1))
     assert not first.from_cache and agent.stats()["model_calls"] == 1
     llm = [f for f in first.findings if f.origin == "llm"]
@@ -552,7 +554,7 @@ def test_cache_and_severity_cap(pool: ModelPool, tools: ToolExecutor, workspace:
 @pytest.mark.model
 def test_twenty_reviews_give_valid_json(pool: ModelPool, workspace: Path) -> None:
     # Three findings at most: the 0.5B model otherwise lists ten for a ten-line file.
-    quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
+    quality = QualityConfig(model=FAST, instruct=True, max_findings=3, max_tokens=384)
     agent = QualityAgent(pool, quality, None)
     functions_ = PLANTED.split("\n\n\n")
     started = time.perf_counter()
@@ -571,7 +573,7 @@ def test_twenty_reviews_give_valid_json(pool: ModelPool, workspace: Path) -> Non
 
 @pytest.mark.model
 def test_cancel_stops_a_review_promptly(pool: ModelPool, workspace: Path) -> None:
-    agent = QualityAgent(pool, QualityConfig(model=FAST), None)
+    agent = QualityAgent(pool, QualityConfig(model=FAST, instruct=True), None)
     # Large enough that prompt evaluation alone takes several seconds.
     request = save(workspace, "big.py", functions(12, body_lines=8))
     cancel = threading.Event()
@@ -605,7 +607,7 @@ def test_cancel_stops_a_review_promptly(pool: ModelPool, workspace: Path) -> Non
 def test_a_review_pauses_while_a_completion_runs(pool: ModelPool, workspace: Path) -> None:
     # Typing goes first: while an interactive request runs on another model (here announced on
     # a name the review does not use), the review computes nothing, then finishes normally.
-    quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
+    quality = QualityConfig(model=FAST, instruct=True, max_findings=3, max_tokens=384)
     agent = QualityAgent(pool, quality, None)
     request = save(workspace, "paced.py", PLANTED)
     with pool.acquire(FAST):
@@ -631,7 +633,7 @@ def test_a_review_pauses_while_a_completion_runs(pool: ModelPool, workspace: Pat
 def test_a_review_gives_its_model_up_to_a_completion(pool: ModelPool, workspace: Path) -> None:
     # Same model for both (the GPU default, and refactors with reviews): the completion gets the
     # model within a step of the review, which starts its call again afterwards.
-    quality = QualityConfig(model=FAST, max_findings=3, max_tokens=384)
+    quality = QualityConfig(model=FAST, instruct=True, max_findings=3, max_tokens=384)
     agent = QualityAgent(pool, quality, None)
     request = save(workspace, "preempted.py", functions(12, body_lines=8))
     with pool.acquire(FAST):
@@ -670,7 +672,7 @@ def test_a_failed_model_call_is_retried_on_the_next_save(
     workspace: Path, catalogue: dict[str, ModelSpec]
 ) -> None:
     pool = ModelPool(catalogue)
-    agent = QualityAgent(pool, QualityConfig(model="no-such-model"), None)
+    agent = QualityAgent(pool, QualityConfig(model="no-such-model", instruct=True), None)
     request = save(workspace, "f.py", "def f(x=[]):\n    return x\n")
     first = review(agent, request)
     assert first.findings == () and any("model review skipped" in n for n in first.notes)

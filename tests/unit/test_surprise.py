@@ -134,6 +134,27 @@ def test_rows_limit_the_review(reviewer: SurpriseReviewer) -> None:
     assert reviewer.review(MUTANT, "python", range(0, 7), threading.Event()) == []
 
 
+def test_a_change_deep_in_a_long_file_scores_only_the_code_near_it(
+    fim_model_pool: ModelPool,
+) -> None:
+    """Rows at the end of a long file: the first pass starts ``prefix_window`` tokens before
+    them, not at the top of the file, and the bug is still found."""
+    filler = "".join(
+        f"def scaled_{i}(values, factor):\n"
+        f"    return [value * factor + {i} for value in values]\n\n\n"
+        for i in range(60)
+    )
+    text = filler + MUTANT
+    offset = filler.count("\n")
+    reviewer = SurpriseReviewer(fim_model_pool, FIM, THRESHOLD, 3, prefix_window=256)
+    found = reviewer.review(text, "python", range(offset + 9, offset + 14), threading.Event())
+    assert [f.line for f in found] == [offset + BUG_LINE], found
+    evaluated = reviewer.stats()["evaluated_tokens"]
+    # The filler alone is over 1,500 tokens; the window and the function about 350 (the
+    # second pass adds its suffix and the line).
+    assert evaluated < 900, evaluated
+
+
 def test_cancel_raises(reviewer: SurpriseReviewer) -> None:
     cancel = threading.Event()
     cancel.set()
