@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_bugs import TestRunner, seconds, select
 from common import require
 from mutation_cases import HUMANEVAL, load_sources
 
@@ -137,21 +137,7 @@ def calibrate(files: list[dict[str, Any]], top: int) -> dict[str, Any]:
     return out
 
 
-def seconds(samples: list[float]) -> dict[str, Any]:
-    if not samples:
-        return {"n": 0}
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(ordered),
-        "p50_s": round(statistics.median(ordered), 3),
-        "p95_s": round(p95, 3),
-        "max_s": round(ordered[-1], 3),
-    }
-
-
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    from bench_bugs import TestRunner, select
     from fim_pool import fim_pool
 
     runner = None if args.no_verify else TestRunner()

@@ -16,26 +16,10 @@ import pytest_lsp
 from lsp_helpers import TIMEOUT, apply_edits, initialize, open_doc, server_config, status
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
+from surprise_cases import BUG_LINE, MUTANT, ORIGINAL
 
 pytestmark = pytest.mark.model
 
-ORIGINAL = '''def busiest_day(sales):
-    """The index of the day with the most sales; the first one on a tie."""
-    best = 0
-    for day in range(1, len(sales)):
-        if sales[day] > sales[best]:
-            best = day
-    return best
-
-
-def total_price(items):
-    total = 0
-    for item in items:
-        total += item.price * item.quantity
-    return total
-'''
-BUG_LINE = 13  # 0-based: the wrong returned name
-MUTANT = ORIGINAL.replace("    return total", "    return item")
 CODE = "unusual-code"
 
 

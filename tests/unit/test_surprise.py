@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from surprise_cases import BUG_LINE, MUTANT, ORIGINAL
 
 from memlsp.agents.review.surprise import SurpriseReviewer
 from memlsp.agents.review.token_scores import differing_span, python_unknowable
@@ -86,23 +87,6 @@ def test_other_languages_are_skipped_without_a_model() -> None:
 
 # -- with the real 0.5B FIM model ---------------------------------------------------------------
 
-ORIGINAL = '''def busiest_day(sales):
-    """The index of the day with the most sales; the first one on a tie."""
-    best = 0
-    for day in range(1, len(sales)):
-        if sales[day] > sales[best]:
-            best = day
-    return best
-
-
-def total_price(items):
-    total = 0
-    for item in items:
-        total += item.price * item.quantity
-    return total
-'''
-BUG_LINE = 13
-MUTANT = ORIGINAL.replace("    return total", "    return item")
 THRESHOLD = 8.5
 
 
