@@ -7,7 +7,8 @@ Prints JSON. Usage:
       [--generator JSON]  (agents.generator settings for both runs)
 
 A slice of an installed pure-Python package (networkx's graph algorithms and generators by
-default; ``--scope ''`` copies every non-test module) is copied into a temporary workspace. The
+default, installed with ``.venv/bin/pip install -e ".[bench]"``; ``--scope ''`` copies every
+non-test module) is copied into a temporary workspace. The
 tasks (see crossfile_tasks.py) are lines that use a name defined in another module of that
 workspace, cut at the start of the reference, e.g. ``    R = |build_residual_network(G, capacity)``.
 
