@@ -90,12 +90,16 @@ def test_complete_uses_the_built_memory_and_takes_a_relative_path(
         '    """Discount for the customer tier: gold 10 %, silver 5 %."""\n'
         "    return total_cents * {'gold': 90, 'silver': 95}.get(tier, 100) // 100\n"
     )
-    (workspace / "checkout.py").write_text("def total(order):\n    \n")
-    without = run("complete", "checkout.py:2:5", "--json", config_home=config_home, cwd=workspace)
+    # The import makes pricing.py's function relevant to the cursor (other-file context must
+    # be: agents.generator.context_filter).
+    (workspace / "checkout.py").write_text(
+        "from pricing import apply_loyalty_discount\n\n\ndef total(order):\n    \n"
+    )
+    without = run("complete", "checkout.py:5:5", "--json", config_home=config_home, cwd=workspace)
     assert without.returncode in (0, 1), without.stderr
     assert json.loads(without.stdout)["context"] == []  # no memory built yet: none used
     assert run("index", ".", config_home=config_home, cwd=workspace).returncode == 0
-    built = run("complete", "checkout.py:2:5", "--json", config_home=config_home, cwd=workspace)
+    built = run("complete", "checkout.py:5:5", "--json", config_home=config_home, cwd=workspace)
     assert built.returncode in (0, 1), built.stderr  # 1: an empty suggestion, still a result
     assert ["memory", "pricing.py"] in json.loads(built.stdout)["context"]
     missing = run("complete", "nowhere.py:1:1", config_home=config_home, cwd=workspace)
