@@ -11,11 +11,11 @@ one plain greedy decoding gives, and each right guess saves one single-token eva
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from memlsp.models.batch_decode import BatchDecoder
 
 __all__ = ["DRAFT_MODES", "BatchVerifier", "PromptLookup"]
 
@@ -89,66 +89,23 @@ class PromptLookup:
             self._draft = min(self.first_draft, self.max_draft)
 
 
-class BatchVerifier:
-    """Evaluates a token and the guesses after it in one batch, with logits at every position.
+class BatchVerifier(BatchDecoder):
+    """Evaluates a token and the guesses after it in one batch, with logits at every position,
+    after what the cache holds (``models.batch_decode``: the ``Llama`` record stays right)."""
 
-    Keeps the ``Llama`` object's record (``n_tokens``, ``input_ids``) equal to what its KV cache
-    holds, so its own ``eval`` and the prompt reuse of the next request stay right."""
-
-    def __init__(self, lib: ModuleType, llama: Any, capacity: int) -> None:
-        self._lib = lib
-        self._llama = llama
-        self._capacity = capacity
-        self._batch = lib.llama_batch_init(capacity, 0, 1)
-        self._n_vocab = int(llama.n_vocab())
-        self._start = 0  # where the last batch began
-
-    def close(self) -> None:
-        if self._batch is not None:
-            self._lib.llama_batch_free(self._batch)
-            self._batch = None
-
-    def __enter__(self) -> BatchVerifier:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    _start = 0  # where the last batch began
 
     def argmaxes(self, tokens: Sequence[int]) -> list[int]:
         """Evaluate ``tokens`` after what the cache holds; the argmax after each of them.
 
         The cache then holds all of ``tokens``: ``keep`` drops the guesses found wrong."""
-        if not 0 < len(tokens) <= self._capacity:
-            raise ValueError(f"{len(tokens)} tokens for a batch of {self._capacity}")
-        lib, llama, batch = self._lib, self._llama, self._batch
-        start = self._start = int(llama.n_tokens)
-        if start + len(tokens) > llama.n_ctx():
-            raise ValueError("the batch does not fit in the context")
-        # Whatever the cache holds past the record (an earlier batch's rejected guesses) goes.
-        self._drop_from(start)
-        batch.n_tokens = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = start + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1
-        status = lib.llama_decode(llama.ctx, batch)
-        if status != 0:
-            raise RuntimeError(f"llama_decode returned {status}")
-        llama.input_ids[start : start + len(tokens)] = tokens
-        llama.n_tokens = start + len(tokens)
-        picks = []
-        for i in range(len(tokens)):
-            row = lib.llama_get_logits_ith(llama.ctx, i)
-            picks.append(int(np.argmax(np.ctypeslib.as_array(row, shape=(self._n_vocab,)))))
-        return picks
+        if not 0 < len(tokens) <= self.capacity:
+            raise ValueError(f"{len(tokens)} tokens for a batch of {self.capacity}")
+        # An earlier batch's rejected guesses past the record go with the decode.
+        self._start = start = int(self.llama.n_tokens)
+        rows = self.decode(tokens, start, [True] * len(tokens))
+        return [int(pick) for pick in np.argmax(rows, axis=1)]
 
     def keep(self, count: int) -> None:
         """Keep the first ``count`` tokens of the last batch in the cache, drop the rest."""
-        self._llama.n_tokens = self._start + count
-        self._drop_from(self._start + count)
-
-    def _drop_from(self, position: int) -> None:
-        lib = self._lib
-        lib.llama_memory_seq_rm(lib.llama_get_memory(self._llama.ctx), -1, position, -1)
+        self.truncate(self._start + count)

@@ -41,7 +41,6 @@ import numpy as np
 
 from memlsp.agents.review.quality import ModelStage, StageInput
 from memlsp.agents.review.token_scores import (
-    Decoder,
     differing_span,
     line_starts,
     log_softmax_at,
@@ -51,6 +50,7 @@ from memlsp.agents.review.token_scores import (
 from memlsp.agents.review.types import LLM_SOURCE, ReviewCancelled, ReviewFinding
 from memlsp.config import QualityConfig
 from memlsp.models import ModelPool
+from memlsp.models.batch_decode import BatchDecoder
 from memlsp.models.kv_states import common_prefix
 from memlsp.models.priority import MAX_PREEMPTIONS, BackgroundPacer, Preempted
 
@@ -244,7 +244,7 @@ class SurpriseReviewer:
                 from memlsp.models.runtime import llama_cpp
 
                 try:
-                    with Decoder(llama_cpp(), llama, self.batch) as decoder:
+                    with BatchDecoder(llama_cpp(), llama, self.batch) as decoder:
                         self._first_pass(job, decoder, pacer, cancel)
                         self._second_pass(job, decoder, pacer, cancel)
                     return job
@@ -325,7 +325,7 @@ class SurpriseReviewer:
         )
 
     def _first_pass(
-        self, job: _Job, decoder: Decoder, pacer: BackgroundPacer, cancel: threading.Event
+        self, job: _Job, decoder: BatchDecoder, pacer: BackgroundPacer, cancel: threading.Event
     ) -> None:
         tokens = job.tokens
         end = int(np.flatnonzero(job.need)[-1]) + 1 if job.need.any() else 0
@@ -354,7 +354,7 @@ class SurpriseReviewer:
 
     def _evaluate(
         self,
-        decoder: Decoder,
+        decoder: BatchDecoder,
         tokens: list[int],
         resume: int,
         need: np.ndarray,
@@ -363,7 +363,7 @@ class SurpriseReviewer:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Bring the cache to ``tokens``, reading logits from ``resume`` on where ``need``:
         yields (positions, their logits rows) per batch that has some."""
-        llama = decoder._llama
+        llama = decoder.llama
         start = min(common_prefix(llama, tokens), resume)
         while start < len(tokens):
             chunk = tokens[start : start + decoder.capacity]
@@ -378,7 +378,7 @@ class SurpriseReviewer:
             start += len(chunk)
 
     def _second_pass(
-        self, job: _Job, decoder: Decoder, pacer: BackgroundPacer, cancel: threading.Event
+        self, job: _Job, decoder: BatchDecoder, pacer: BackgroundPacer, cancel: threading.Event
     ) -> None:
         while job.next_candidate < len(job.candidates):
             cand = job.candidates[job.next_candidate]
@@ -389,11 +389,11 @@ class SurpriseReviewer:
         self,
         job: _Job,
         cand: Candidate,
-        decoder: Decoder,
+        decoder: BatchDecoder,
         pacer: BackgroundPacer,
         cancel: threading.Event,
     ) -> None:
-        llama = decoder._llama
+        llama = decoder.llama
         ids = self._fim_ids
         row = cand.line
         suffix = _suffix_window(llama, job.lines[row + 1 :], self.suffix_tokens)

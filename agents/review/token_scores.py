@@ -1,6 +1,6 @@
 """Low-level pieces of the surprise reviewer (``surprise``): which tokens of a Python file the
-model can be asked about, where each model token sits in the text, batched evaluation with
-logits at chosen positions, and the differing span of a rewritten line.
+model can be asked about, where each model token sits in the text, log-probabilities from a
+logits row, and the differing span of a rewritten line.
 
 Which tokens count: the model cannot know a name that the file has not used yet (a new
 variable, a parameter), the contents of strings and comments, or the numbers in data. A model
@@ -18,13 +18,10 @@ import re
 import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "Decoder",
     "differing_span",
     "line_starts",
     "log_softmax_at",
@@ -111,62 +108,6 @@ def log_softmax_at(row: np.ndarray, ids: Sequence[int]) -> tuple[np.ndarray, int
     peak = float(row[top])
     lse = peak + float(np.log(np.sum(np.exp(row - peak))))
     return np.asarray([float(row[i]) - lse for i in ids]), top, peak - lse
-
-
-class Decoder:
-    """Evaluates tokens in batches after the first ``start`` tokens of the KV cache, with
-    logits at chosen positions.
-
-    Keeps the ``Llama`` object's record (``n_tokens``, ``input_ids``) equal to what its KV cache
-    holds, so the completion generator sharing the instance reuses the cache correctly."""
-
-    def __init__(self, lib: ModuleType, llama: Any, capacity: int) -> None:
-        self._lib = lib
-        self._llama = llama
-        self.capacity = capacity
-        self._batch = lib.llama_batch_init(capacity, 0, 1)
-        self.n_vocab = int(llama.n_vocab())
-
-    def close(self) -> None:
-        if self._batch is not None:
-            self._lib.llama_batch_free(self._batch)
-            self._batch = None
-
-    def __enter__(self) -> Decoder:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def decode(self, tokens: Sequence[int], start: int, outputs: Sequence[bool]) -> np.ndarray:
-        """Evaluate ``tokens`` at positions ``start``...; the logits rows of the positions
-        where ``outputs`` is True, in order (a view, valid until the next decode)."""
-        lib, llama, batch = self._lib, self._llama, self._batch
-        count = len(tokens)
-        if not 0 < count <= self.capacity or start > int(llama.n_tokens):
-            raise ValueError(f"cannot evaluate {count} tokens at {start}")
-        if start + count > llama.n_ctx():
-            raise ValueError("the batch does not fit in the context")
-        memory = lib.llama_get_memory(llama.ctx)
-        lib.llama_memory_seq_rm(memory, -1, start, -1)
-        llama.n_tokens = start
-        batch.n_tokens = count
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = start + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if outputs[i] else 0
-        status = lib.llama_decode(llama.ctx, batch)
-        if status != 0:
-            lib.llama_memory_seq_rm(memory, -1, start, -1)
-            raise RuntimeError(f"llama_decode returned {status}")
-        llama.input_ids[start : start + count] = tokens
-        llama.n_tokens = start + count
-        wanted = int(sum(bool(o) for o in outputs))
-        if wanted == 0:
-            return np.zeros((0, self.n_vocab), dtype=np.float32)
-        return np.ctypeslib.as_array(lib.llama_get_logits(llama.ctx), shape=(wanted, self.n_vocab))
 
 
 _LEXEME = re.compile(r"\w+|\s+|//=?|\*\*=?|<<=?|>>=?|[<>=!]=|->|:=|[-+*/%&|^@]=|.")
