@@ -67,7 +67,6 @@ class DocReview:
     text: str = ""
     language_id: str = ""
     findings: tuple[ReviewFinding, ...] = ()
-    final: bool = True  # False: the findings are a partial result, model stages still running
     cancel: threading.Event | None = None  # the latest save's review
     done: asyncio.Event = field(default_factory=asyncio.Event)  # that review is over
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # its first result is in, or over
@@ -226,7 +225,7 @@ class DiagnosticsService(Feature):
     def _accept(self, event: DocumentEvent, state: DocReview, result: ReviewResult) -> None:
         """Make ``result`` the document's current findings and show them to the client."""
         state.version, state.text, state.language_id = result.version, event.text, event.language_id
-        state.findings, state.final = result.findings, result.final
+        state.findings = result.findings
         state.ready.set()
         if self.pull_mode:
             self._refresh_pull()
