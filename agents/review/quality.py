@@ -81,6 +81,7 @@ from memlsp.agents.review.types import (
     ReviewFinding,
     ReviewRequest,
     ReviewResult,
+    check_cancelled,
     is_stale,
 )
 from memlsp.base.edits import TextEdit
@@ -331,10 +332,10 @@ class QualityAgent:
         started: float,
         on_partial: PartialFn | None,
     ) -> ReviewResult:
-        _check(cancel)
+        check_cancelled(cancel)
         notes: list[str] = []
         tool_findings = self._run_tools(request, notes)
-        _check(cancel)
+        check_cancelled(cancel)
         snap = snapshot(request.relative_path, request.text, request.language_id)
         reviewed = state.reviewed if state is not None else frozenset()
         carried = carry_over(state.kept, snap) if state is not None else []
@@ -368,7 +369,7 @@ class QualityAgent:
             )
 
         def publish(partial: ReviewResult) -> None:
-            _check(cancel)  # a superseded review publishes nothing more
+            check_cancelled(cancel)  # a superseded review publishes nothing more
             if on_partial is not None:
                 with self._lock:
                     self._stats.partials += 1
@@ -380,7 +381,7 @@ class QualityAgent:
             publish(result(fresh, final=False, stage="lint"))
         work = StageInput(request, snap, scope, tuple(tool_findings), notes)
         for index, stage in enumerate(stages):
-            _check(cancel)
+            check_cancelled(cancel)
             found = self._run_stage(stage, work, cancel)
             if found is None:
                 complete = False  # the linters' findings still count; the next save retries
@@ -392,7 +393,7 @@ class QualityAgent:
             reviewed = scope.reviewed
         if scope.left:
             notes.append(f"{scope.left} unreviewed chunk(s) left for later saves")
-        _check(cancel)
+        check_cancelled(cancel)
         llm, repeats = self._merge_llm(carried, fresh, tool_findings)
         final = ReviewResult(
             version=request.version,
@@ -474,7 +475,7 @@ class QualityAgent:
         shown = set(scope.rows)
         lint = [ToolNote(f.line, f.code or f.source) for f in tool_findings if f.line in shown]
         snippets = self._snippets(request, "\n".join(text for _, text in rows))
-        _check(cancel)
+        check_cancelled(cancel)
         view = CodeView(request.relative_path, request.language_id, rows, not scope.whole_file)
         messages = build_messages(view, lint, snippets, self.codes)
         answer = self._generate(messages, cancel)
@@ -526,7 +527,7 @@ class QualityAgent:
         preempted = 0
         while True:
             with self.pool.acquire(self.config.model) as model:
-                _check(cancel)
+                check_cancelled(cancel)
                 tokens = chat_tokens(model.llama, messages)
                 pacer = priority.background(
                     model.name, cancel, preemptible=preempted < MAX_PREEMPTIONS
@@ -544,7 +545,7 @@ class QualityAgent:
                 except Preempted:
                     preempted += 1
             priority.wait_unwanted(self.config.model, cancel)  # the model is theirs meanwhile
-            _check(cancel)
+            check_cancelled(cancel)
 
     def _snippets(self, request: ReviewRequest, code: str) -> list[str]:
         if self.context is None or self.config.context_snippets == 0:
@@ -630,11 +631,6 @@ def _in_order(
     return tuple(
         sorted([*tool_findings, *llm], key=lambda f: (f.line, f.column, f.origin != "tool"))
     )
-
-
-def _check(cancel: threading.Event) -> None:
-    if cancel.is_set():
-        raise ReviewCancelled()
 
 
 def _text_key(request: ReviewRequest) -> str:

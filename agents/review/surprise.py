@@ -47,7 +47,12 @@ from memlsp.agents.review.token_scores import (
     python_unknowable,
     token_spans,
 )
-from memlsp.agents.review.types import LLM_SOURCE, ReviewCancelled, ReviewFinding
+from memlsp.agents.review.types import (
+    LLM_SOURCE,
+    ReviewCancelled,
+    ReviewFinding,
+    check_cancelled,
+)
 from memlsp.config import QualityConfig
 from memlsp.models import ModelPool
 from memlsp.models.batch_decode import BatchDecoder
@@ -234,7 +239,7 @@ class SurpriseReviewer:
         preempted = 0
         while True:
             with self.pool.acquire(self.model) as model:
-                _check(cancel)
+                check_cancelled(cancel)
                 llama = model.llama
                 if job is None:
                     job = self._prepare(llama, model.spec, text, rows)
@@ -253,7 +258,7 @@ class SurpriseReviewer:
                     with self._lock:
                         self._stats.preempted += 1
             priority.wait_unwanted(self.model, cancel)
-            _check(cancel)
+            check_cancelled(cancel)
 
     def _prepare(self, llama: Any, spec: Any, text: str, rows: Collection[int] | None) -> _Job:
         fim = spec.fim
@@ -369,7 +374,7 @@ class SurpriseReviewer:
             chunk = tokens[start : start + decoder.capacity]
             outputs = [bool(need[p]) and p >= resume for p in range(start, start + len(chunk))]
             with pacer.step():
-                _check(cancel)
+                check_cancelled(cancel)
                 rows = decoder.decode(chunk, start, outputs)
                 with self._lock:
                     self._stats.evaluated_tokens += len(chunk)
@@ -431,7 +436,7 @@ class SurpriseReviewer:
             batch = [token, *draft[: self.batch - 1]]
             outputs = [True] * len(batch)
             with pacer.step():
-                _check(cancel)
+                check_cancelled(cancel)
                 rows = decoder.decode(batch, position, outputs)
                 with self._lock:
                     self._stats.generated_tokens += len(batch)
@@ -467,11 +472,6 @@ class SurpriseReviewer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _check(cancel: threading.Event) -> None:
-    if cancel.is_set():
-        raise ReviewCancelled()
 
 
 def _special_id(llama: Any, text: str) -> int:
@@ -528,10 +528,9 @@ def _parses_with(lines: list[str], row: int, line: str) -> bool:
 
 def _finding(cand: Candidate) -> ReviewFinding:
     written, proposal = cand.written, cand.proposal or ""
-    start, _, old, new = differing_span(written, proposal)
+    _, _, old, new = differing_span(written, proposal)
     indent = len(written) - len(written.lstrip())
     message = f"`{old}` is unusual here; expected `{new}`" if old else f"expected `{new}`"
-    del start
     return ReviewFinding(
         line=cand.line,
         column=indent,

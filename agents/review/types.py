@@ -7,6 +7,7 @@ and is the server's job.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +21,7 @@ __all__ = [
     "ReviewRequest",
     "ReviewResult",
     "ReviewStage",
+    "check_cancelled",
     "is_stale",
 ]
 
@@ -32,6 +34,12 @@ ReviewStage = str
 
 class ReviewCancelled(Exception):
     """The review was cancelled (a newer save of the document arrived); nothing to publish."""
+
+
+def check_cancelled(cancel: threading.Event) -> None:
+    """Raise :class:`ReviewCancelled` once ``cancel`` is set (between steps of a review)."""
+    if cancel.is_set():
+        raise ReviewCancelled()
 
 
 @dataclass(frozen=True)
