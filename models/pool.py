@@ -249,6 +249,7 @@ class ModelPool:
                 # n_gpu_layers: 0: 316 MB of GPU memory besides the CUDA context), not "CPU".
                 "offload_kqv": n_gpu_layers != 0,
                 "op_offload": n_gpu_layers != 0,
+                "flash_attn": spec.flash_attn,
                 "embedding": spec.role == "embed",
                 "verbose": True,  # see runtime.py: verbose=False blanks fd 1 during a load
             }

@@ -291,6 +291,24 @@ def test_gpu_offload_decision(catalogue: dict[str, ModelSpec]) -> None:
 
 
 @pytest.mark.model
+def test_flash_attention_follows_the_spec(catalogue: dict[str, ModelSpec]) -> None:
+    """On by default (llama-server's default on CPU; faster prompts), off when the entry says."""
+    from memlsp.models.runtime import llama_cpp
+
+    lib = llama_cpp()
+    off = dataclasses.replace(catalogue[SMALL], flash_attn=False)
+    for spec, wanted in (
+        (catalogue[SMALL], lib.LLAMA_FLASH_ATTN_TYPE_ENABLED),
+        (off, lib.LLAMA_FLASH_ATTN_TYPE_DISABLED),
+    ):
+        pool = _pool({**catalogue, SMALL: spec})
+        assert _generate(pool, SMALL)  # it loads and decodes either way
+        with pool.acquire(SMALL) as model:
+            assert model.llama.context_params.flash_attn_type == wanted
+        pool.close()
+
+
+@pytest.mark.model
 def test_closed_pool_refuses(catalogue: dict[str, ModelSpec]) -> None:
     pool = _pool(catalogue)
     _generate(pool, SMALL)
