@@ -88,6 +88,9 @@ class Tally:
         self.evaluated: list[int] = []  # prompt tokens evaluated per model call
         self.exact = {0: 0, TYPED_FOR_EXACT: 0}
         self.tasks = 0
+        # Per task, the cold request taken apart: wall ms, prompt tokens, of which evaluated,
+        # tokens generated, and the engine's own ms where it reports them.
+        self.cold_detail: list[dict[str, Any]] = []
 
     def report(self) -> dict[str, Any]:
         keys = self.keys
@@ -110,6 +113,7 @@ class Tally:
                 100 * self.exact[TYPED_FOR_EXACT] / max(1, self.tasks), 1
             ),
             "prompt_tokens_evaluated_per_model_call": percentiles_plain(self.evaluated),
+            "cold_detail": self.cold_detail,
         }
 
 
@@ -133,8 +137,11 @@ async def memlsp_side(
     session = lsp_session(root, user_config=user_config, agents={"generator": {"model": model}})
     async with session as client:
 
+        async def generator_stats() -> Any:
+            return (await client.protocol.send_request_async("memlsp/status", {})).generator
+
         async def counters() -> tuple[int, int]:
-            gen = (await client.protocol.send_request_async("memlsp/status", {})).generator
+            gen = await generator_stats()
             return int(gen.model_calls), int(gen.prompt_tokens) - int(gen.reused_tokens)
 
         async def ask(uri: str, line: int, char: int) -> tuple[str, float, bool]:
@@ -154,8 +161,24 @@ async def memlsp_side(
             prefix, suffix, line_text = task_lines(task)
             text, line, char = cursor_document(prefix, suffix)
             uri = open_document(client, root / f"task_{i}.py", text, "python")
+            before = await generator_stats()
             suggestion, seconds, _ = await ask(uri, line, char)
+            after = await generator_stats()
             tally.cold.append(seconds)
+            prompt = int(after.prompt_tokens) - int(before.prompt_tokens)
+            tally.cold_detail.append(
+                {
+                    "ms": round(1000 * seconds),
+                    "prompt_tokens": prompt,
+                    "evaluated": prompt - (int(after.reused_tokens) - int(before.reused_tokens)),
+                    "generated": int(after.generated_tokens) - int(before.generated_tokens),
+                    "model_ms": round(
+                        1000 * (float(after.model_seconds) - float(before.model_seconds))
+                    ),
+                    "work_ahead_tokens": int(after.work_ahead_tokens)
+                    - int(before.work_ahead_tokens),
+                }
+            )
             tally.exact[0] += written_line("", suggestion) == line_text
             for n, ch in enumerate(line_text, start=1):
                 type_char(client, uri, line, char, ch)
@@ -173,7 +196,9 @@ async def memlsp_side(
     return tally
 
 
-def llama_request(server: LlamaServer, prefix: str, suffix: str) -> tuple[str, float, int]:
+def llama_request(
+    server: LlamaServer, prefix: str, suffix: str
+) -> tuple[str, float, int, dict[str, Any]]:
     above, _, cursor_line = prefix.rpartition("\n")
     rest_of_line, _, below = suffix.partition("\n")
     input_prefix = "\n".join((above + "\n").split("\n")[-PREFIX_LINES - 1 :]) if above else ""
@@ -189,8 +214,9 @@ def llama_request(server: LlamaServer, prefix: str, suffix: str) -> tuple[str, f
         t_max_predict_ms=T_MAX_PREDICT_MS,
     )
     seconds = time.perf_counter() - started
-    evaluated = int(answer.get("timings", {}).get("prompt_n", 0))
-    return str(answer.get("content", "")), seconds, evaluated
+    timings = dict(answer.get("timings", {}))
+    evaluated = int(timings.get("prompt_n", 0))
+    return str(answer.get("content", "")), seconds, evaluated, timings
 
 
 def llama_side(model_path: Path, threads: int, n_ctx: int, tasks: list[dict[str, Any]]) -> Tally:
@@ -199,13 +225,23 @@ def llama_side(model_path: Path, threads: int, n_ctx: int, tasks: list[dict[str,
         llama_request(server, "def add(a, b):\n    ", "")  # warm-up, as on the memlsp side
         for i, task in enumerate(tasks):
             prefix, suffix, line_text = task_lines(task)
-            suggestion, seconds, evaluated = llama_request(server, prefix, suffix)
+            suggestion, seconds, evaluated, timings = llama_request(server, prefix, suffix)
             tally.cold.append(seconds)
+            tally.cold_detail.append(
+                {
+                    "ms": round(1000 * seconds),
+                    "prompt_tokens": int(timings.get("cache_n", 0)) + evaluated,
+                    "evaluated": evaluated,
+                    "generated": int(timings.get("predicted_n", 0)),
+                    "prompt_ms": round(float(timings.get("prompt_ms", 0))),
+                    "predicted_ms": round(float(timings.get("predicted_ms", 0))),
+                }
+            )
             tally.evaluated.append(evaluated)
             tally.exact[0] += written_line("", suggestion) == line_text
             for n in range(1, len(line_text) + 1):
                 typed = line_text[:n]
-                suggestion, seconds, evaluated = llama_request(server, prefix + typed, suffix)
+                suggestion, seconds, evaluated, _ = llama_request(server, prefix + typed, suffix)
                 tally.keys.append(seconds)
                 tally.keys_by_model.append(seconds)
                 tally.evaluated.append(evaluated)
