@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memlsp.agents.redaction import mask_credentials
+from memlsp.models.token_pieces import token_bytes
 
 __all__ = ["ChatMessage", "chat_tokens"]
 
@@ -99,7 +100,7 @@ def _token_text(llama: Any) -> Callable[[str], str]:
         token = llama.token_eos() if which == "eos" else llama.token_bos()
         if token is None or token < 0:
             return ""
-        raw: bytes = llama.detokenize([token], special=True)
+        raw = token_bytes(llama, token, special=True)
         return raw.decode("utf-8", errors="ignore")
 
     return text

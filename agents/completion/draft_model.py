@@ -30,6 +30,7 @@ import numpy as np
 
 from memlsp.agents.completion.draft import MAX_DRAFT
 from memlsp.models.prefill import prefill
+from memlsp.models.token_pieces import token_bytes
 
 __all__ = ["MODEL_MAX_DRAFT", "MODEL_P_MIN", "ModelDraft", "same_vocabulary"]
 
@@ -62,8 +63,7 @@ def same_vocabulary(target: Any, draft: Any) -> bool:
         return False
     ids = list(range(0, n_vocab, max(1, n_vocab // 997)))
     return all(
-        bytes(target.detokenize([i], special=True)) == bytes(draft.detokenize([i], special=True))
-        for i in ids
+        token_bytes(target, i, special=True) == token_bytes(draft, i, special=True) for i in ids
     )
 
 

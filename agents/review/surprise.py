@@ -58,6 +58,7 @@ from memlsp.models import ModelPool
 from memlsp.models.batch_decode import BatchDecoder
 from memlsp.models.kv_states import common_prefix
 from memlsp.models.priority import MAX_PREEMPTIONS, BackgroundPacer, Preempted
+from memlsp.models.token_pieces import token_bytes
 
 __all__ = ["SURPRISE_STAGE", "Candidate", "SurpriseReviewer", "surprise_stages"]
 
@@ -488,7 +489,7 @@ def _tokenize(llama: Any, text: str) -> list[int]:
 
 
 def _piece(llama: Any, token: int) -> bytes:
-    return bytes(llama.detokenize([token]))
+    return token_bytes(llama, token)
 
 
 def _realign(written: list[int], proposal: list[int]) -> list[int]:

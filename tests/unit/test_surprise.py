@@ -114,6 +114,23 @@ def test_the_clean_original_gets_none(reviewer: SurpriseReviewer) -> None:
     assert reviewer.review(ORIGINAL, "python", None, threading.Event()) == []
 
 
+def test_tokens_longer_than_32_bytes_keep_their_text(reviewer: SurpriseReviewer) -> None:
+    """A docstring's continuation lines aligned by 36 spaces (one Qwen token, which
+    llama-cpp-python's detokenize drops): the review maps tokens to text and runs (it raised
+    "the tokens do not spell the text" on such a HumanEval program)."""
+    aligned = " " * 36
+    text = (
+        "def eat(number, need):\n"
+        '    """Returns [ total number of eaten carrots after your meals,\n'
+        f"{aligned}the number of carrots left after your meals ]\n"
+        '    """\n'
+        "    return [number + need, 0]\n"
+    )
+    reviewer.candidates(text, "python", None, threading.Event())  # must not raise
+    found = reviewer.review(MUTANT.replace("    ", aligned, 1), "python", None, threading.Event())
+    assert all(f.line >= 0 for f in found)
+
+
 def test_rows_limit_the_review(reviewer: SurpriseReviewer) -> None:
     assert reviewer.review(MUTANT, "python", range(0, 7), threading.Event()) == []
 

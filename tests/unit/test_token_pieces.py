@@ -1,0 +1,39 @@
+"""Token bytes, whole (models/token_pieces.py), with the real Qwen2.5-Coder tokenizer: pieces
+longer than llama-cpp-python's 32-byte buffer come back complete, so a text's tokens spell it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from memlsp.config import load_config
+from memlsp.models.assembly import resolve
+from memlsp.models.runtime import llama_cpp
+from memlsp.models.token_pieces import detokenize, token_bytes, vocabulary_bytes
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Any:
+    spec = load_config(None).config.models["qwen2.5-coder-0.5b"]
+    return llama_cpp().Llama(model_path=str(resolve(spec)), vocab_only=True, verbose=False)
+
+
+def test_long_pieces_are_whole_and_texts_spell_themselves(vocab: Any) -> None:
+    text = "x = [\n" + " " * 36 + "1,\n]\n# " + "=" * 70 + "\nprint('" + "-" * 64 + "')\n"
+    tokens = [int(t) for t in vocab.tokenize(text.encode(), add_bos=False, special=False)]
+    pieces = [token_bytes(vocab, t) for t in tokens]
+    assert max(len(p) for p in pieces) > 32  # the case the upstream buffer drops
+    assert b"".join(pieces) == text.encode()
+    assert detokenize(vocab, tokens) == text.encode()
+
+
+def test_the_vocabulary_table_matches_token_by_token(vocab: Any) -> None:
+    table = vocabulary_bytes(vocab)
+    assert len(table) == int(vocab.n_vocab())
+    long_ones = [t for t, piece in enumerate(table) if len(piece) > 32]
+    assert long_ones  # Qwen2.5 has runs of spaces and of = and - beyond 32 bytes
+    for t in [*long_ones[:50], *range(0, len(table), 997)]:
+        assert table[t] == token_bytes(vocab, t)
