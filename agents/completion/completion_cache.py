@@ -82,6 +82,11 @@ class CompletionCache:
                 self._hits += 1
             return completion
 
+    def contains(self, prefix: str, suffix: str) -> bool:
+        """Whether an answer is stored for exactly this position (no counting, no reordering)."""
+        with self._lock:
+            return self._key(prefix, suffix) in self._entries
+
     def put(self, prefix: str, suffix: str, completion: str) -> None:
         """Store a cleaned completion; "" records that the model had nothing to suggest."""
         with self._lock:

@@ -41,7 +41,8 @@ from memlsp.config.schema import GeneratorConfig
 from memlsp.models import LoadedModel, ModelError, ModelPool
 from memlsp.models.kv_states import KvStates, common_prefix
 from memlsp.models.prefill import prefill
-from memlsp.models.priority import Preempted
+from memlsp.models.priority import BackgroundPacer, Preempted, Priority
+from memlsp.models.token_pieces import token_bytes, vocabulary_bytes
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class GeneratorStats:
     work_ahead_tokens: int = 0  # prompt tokens they evaluated
     work_ahead_stopped: int = 0  # of which stopped by a request or a cancel
     alternatives: int = 0  # other suggestions given on explicit requests
+    speculations: int = 0  # next suggestions computed ahead (agents.generator.speculate)
+    speculation_seconds: float = 0.0
+    speculation_tokens: int = 0  # tokens they evaluated (prompt not in the KV cache, generated)
+    speculations_stopped: int = 0  # stopped by a request or a cancel
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,12 +155,74 @@ class GeneratorAgent:
     def complete(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
         """Ask the model. Raises Cancelled when ``cancel`` is set before the answer is ready."""
         started = time.perf_counter()
+        try:
+            text, raw, sizes, others = self._answer(request, cancel, None)
+        except Cancelled:
+            with self._lock:
+                self._stats.cancelled += 1
+            raise
+        prompt_tokens, reused, generated = sizes
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._stats.model_calls += 1
+            self._stats.model_seconds += seconds
+            self._stats.prompt_tokens += prompt_tokens
+            self._stats.reused_tokens += reused
+            self._stats.generated_tokens += generated
+            self._stats.alternatives += len(others)
+            if not text:
+                self._stats.empty += 1
+        log.debug(
+            "completion %r (raw %r) in %.3f s, prompt %d (reused %d), %d generated",
+            text,
+            raw,
+            seconds,
+            prompt_tokens,
+            reused,
+            generated,
+        )
+        return Suggestion(
+            text, "model", self.model_name, seconds, prompt_tokens, reused, generated, others
+        )
+
+    def speculate(self, request: InlineRequest, cancel: threading.Event) -> bool:
+        """Background: answer ``request`` into the completion cache ahead of it (the next
+        suggestion as if the one on screen were accepted), at background priority: it waits
+        while interactive work runs, gives the model up to a request that wants it (within
+        one prompt batch or token) and stops when ``cancel`` is set. True when it stored an
+        answer; an answer cached already is not computed again."""
+        if request.alternatives > 1 or self.cache.contains(request.prefix, request.suffix):
+            return False
+        priority = self.pool.priority
+        priority.wait_unwanted(self.model_name, cancel)  # a request is coming: it goes first
+        started = time.perf_counter()
+        try:
+            text, _raw, sizes, _others = self._answer(request, cancel, priority)
+        except (Cancelled, Preempted):
+            with self._lock:
+                self._stats.speculations_stopped += 1
+            return False
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._stats.speculations += 1
+            self._stats.speculation_seconds += seconds
+            self._stats.speculation_tokens += sizes[0] - sizes[1] + sizes[2]
+        log.debug("speculated for %s in %.3f s: %r", request.doc_key, seconds, text)
+        return True
+
+    def _answer(
+        self, request: InlineRequest, cancel: threading.Event, background: Priority | None
+    ) -> tuple[str, str, tuple[int, int, int], tuple[str, ...]]:
+        """The model's suggestion for ``request``, cached: (text, raw text, (prompt tokens,
+        reused, generated), alternatives). ``background``: at background priority (no draft
+        model; Preempted when a request wants the model)."""
         if cancel.is_set():
-            raise self._cancelled()
+            raise Cancelled()
         mode = decide_mode(request.prefix, request.suffix, request.language_id)
         chunks = self._context_chunks(request)
-        with self._lock:
-            self._last_context = [(c.source, c.path) for c in chunks]
+        if background is None:
+            with self._lock:
+                self._last_context = [(c.source, c.path) for c in chunks]
         # On a line holding only indentation, first the prompt cut at the line above; if that
         # yields nothing, the prompt ending at the cursor (see agents/blank_line).
         cut = cut_at_line_above(request.prefix)
@@ -164,13 +231,14 @@ class GeneratorAgent:
         others: tuple[str, ...] = ()
         prompt_tokens = reused = generated = 0
         with (
-            self.pool.acquire(self.model_name, interactive=True) as model,
+            self.pool.acquire(self.model_name, interactive=background is None) as model,
             contextlib.ExitStack() as stack,
         ):
-            drafter = self._draft_model(model, stack)
+            drafter = self._draft_model(model, stack) if background is None else None
+            pacer = background.background(model.name, cancel) if background else None
             for attempt in attempts:
                 if cancel.is_set():
-                    raise self._cancelled()
+                    raise Cancelled()
                 model_prefix = request.prefix if attempt is None else attempt[0]
 
                 def finish(raw: str, attempt: tuple[str, str] | None = attempt) -> str:
@@ -194,6 +262,7 @@ class GeneratorAgent:
                     blank_line=cut is not None,
                     finish=finish,
                     draft_model=drafter,
+                    pacer=pacer,
                 )
                 prompt_tokens += sizes[0]
                 reused += sizes[1]
@@ -205,30 +274,9 @@ class GeneratorAgent:
                     with self._lock:
                         self._stats.asked_again += 1
         if cancel.is_set():
-            raise self._cancelled()
+            raise Cancelled()
         self.cache.put(request.prefix, request.suffix, text)
-        seconds = time.perf_counter() - started
-        with self._lock:
-            self._stats.model_calls += 1
-            self._stats.model_seconds += seconds
-            self._stats.prompt_tokens += prompt_tokens
-            self._stats.reused_tokens += reused
-            self._stats.generated_tokens += generated
-            self._stats.alternatives += len(others)
-            if not text:
-                self._stats.empty += 1
-        log.debug(
-            "completion %r (raw %r) in %.3f s, prompt %d (reused %d), %d generated",
-            text,
-            raw,
-            seconds,
-            prompt_tokens,
-            reused,
-            generated,
-        )
-        return Suggestion(
-            text, "model", self.model_name, seconds, prompt_tokens, reused, generated, others
-        )
+        return text, raw, (prompt_tokens, reused, generated), others
 
     def _context_chunks(self, request: InlineRequest) -> list[ContextChunk]:
         """Other-file context for ``request``: the document's last chunks while they serve."""
@@ -321,7 +369,7 @@ class GeneratorAgent:
         if config.token_healing and line_start:
             llama = model.llama
             model_prefix, heal = split_for_healing(
-                model_prefix, tokenize, lambda token: bytes(llama.detokenize([token]))
+                model_prefix, tokenize, lambda token: token_bytes(llama, token)
             )
             line_start = model_prefix.rsplit("\n", 1)[-1]
         prompt = self._builder(model).build(
@@ -348,6 +396,7 @@ class GeneratorAgent:
         blank_line: bool,
         finish: Callable[[str], str],
         draft_model: LoadedModel | None = None,
+        pacer: BackgroundPacer | None = None,
     ) -> tuple[str, tuple[int, int, int], tuple[str, ...]]:
         """One prompt through the model: (raw text, (prompt tokens, reused, generated), other
         suggestions). ``finish``: raw text to suggestion, which tells alternatives apart.
@@ -386,9 +435,10 @@ class GeneratorAgent:
                 kv_reuse_min_tokens=config.kv_reuse_min_tokens,
                 alternatives=request.alternatives,
                 finish=finish,
+                pacer=pacer,
             )
-        except Cancelled:  # stopped in the prompt or between tokens: count it too
-            raise self._cancelled() from None
+        except Cancelled:  # stopped in the prompt or between tokens
+            raise Cancelled() from None
         with self._lock:
             self._stats.ended_at_fence += decoded.fenced
             self._stats.drafted_tokens += decoded.drafted
@@ -476,6 +526,10 @@ class GeneratorAgent:
                 "work_ahead_tokens": s.work_ahead_tokens,
                 "work_ahead_stopped": s.work_ahead_stopped,
                 "alternatives": s.alternatives,
+                "speculations": s.speculations,
+                "speculation_seconds": round(s.speculation_seconds, 3),
+                "speculation_tokens": s.speculation_tokens,
+                "speculations_stopped": s.speculations_stopped,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients
@@ -484,11 +538,6 @@ class GeneratorAgent:
                 if self.model_name in self._kv_states
                 else KvStates(0).stats_dict(),
             }
-
-    def _cancelled(self) -> Cancelled:
-        with self._lock:
-            self._stats.cancelled += 1
-        return Cancelled()
 
     def _kv(self, model_name: str) -> KvStates:
         with self._lock:  # stats() reads the map from another thread
@@ -502,7 +551,7 @@ class GeneratorAgent:
         vocabulary = self._vocabularies.get(model.name)
         if vocabulary is None:
             llama = model.llama
-            vocabulary = Vocabulary([llama.detokenize([t]) for t in range(llama.n_vocab())])
+            vocabulary = Vocabulary(vocabulary_bytes(llama))
             self._vocabularies[model.name] = vocabulary
         return vocabulary
 
@@ -649,7 +698,7 @@ class _Greedy:
         """The argmax ``token``, picked with nothing pending: as ``step``."""
         if token in self._stops or self._lib.llama_vocab_is_eog(self._vocab, token):
             return None
-        piece = self._llama.detokenize([token])
+        piece = token_bytes(self._llama, token)
         if self._fences_after is not None:
             line_so_far = (self._fences_after + self.out).rsplit(b"\n", 1)[-1]
             if opens_fence(line_so_far, piece):
@@ -704,6 +753,7 @@ def _decode(
     kv_reuse_min_tokens: int = 0,
     alternatives: int = 1,
     finish: Callable[[str], str] | None = None,
+    pacer: BackgroundPacer | None = None,
 ) -> Decoded:
     """Greedy decoding with early stops.
 
@@ -729,7 +779,12 @@ def _decode(
     tokens = _fit_context(llama, tokens, max_tokens)
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
     reused = prefill(
-        llama, tokens, cancel, last_for_logits=True, reuse_min_chunk=kv_reuse_min_tokens
+        llama,
+        tokens,
+        cancel,
+        last_for_logits=True,
+        reuse_min_chunk=kv_reuse_min_tokens,
+        pacer=pacer,
     )
     log.debug(
         "prompt of %s: %d tokens (%d context), %s, %d from a saved state",
@@ -768,7 +823,7 @@ def _decode(
     greedy = branch()
     others: tuple[str, ...] = ()
     with BatchVerifier(lib, llama, MAX_DRAFT + 1) as verifier:
-        drafted, accepted = _follow(llama, greedy, greedy.step(), lookup(), verifier, cancel)
+        drafted, accepted = _follow(llama, greedy, greedy.step(), lookup(), verifier, cancel, pacer)
         generated = greedy.generated
         finished = finish or (lambda raw: raw)
         best = "" if first_logits is None or greedy.gave_up else finished(greedy.text(heal))
@@ -791,7 +846,7 @@ def _decode(
                 if len(picked) == alternatives - 1 or tried == 2 * (alternatives - 1):
                     break
                 # The greedy one, and blank pieces: mostly the same text indented otherwise.
-                if first == greedy.tokens[lead] or not llama.detokenize([first]).strip():
+                if first == greedy.tokens[lead] or not token_bytes(llama, first).strip():
                     continue
                 _keep_tokens(lib, llama, start)
                 other, other_lookup = branch(), lookup()
@@ -838,7 +893,7 @@ def _last_logits(lib: Any, llama: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
 def _text_starts_at(llama: Any, tokens: Sequence[int]) -> int | None:
     """The index of the first token with more than whitespace (None: all blank)."""
     for i, token in enumerate(tokens):
-        if bytes(llama.detokenize([token])).strip():
+        if token_bytes(llama, token).strip():
             return i
     return None
 
@@ -869,37 +924,53 @@ def _follow(
     lookup: PromptLookup | ModelDraft | None,
     verifier: BatchVerifier,
     cancel: threading.Event,
+    pacer: BackgroundPacer | None = None,
 ) -> tuple[int, int]:
     """Greedy decoding from ``token`` (picked, not evaluated yet) until ``greedy`` stops:
-    (tokens drafted, of which right)."""
+    (tokens drafted, of which right). ``pacer``: background work, one step per evaluation
+    (raises Preempted when a request wants the model)."""
     drafted = accepted = 0
     while token is not None:
-        if cancel.is_set():
-            raise Cancelled()
-        guesses: list[int] = []
-        if lookup is not None:
-            lookup.append(token)
-            # Not while healing: those tokens are chosen among the fitting ones only.
-            if not greedy.pending:
-                guesses = lookup.propose(greedy.room - 1)
-        if not guesses:
-            llama.eval([token])
-            token = greedy.step()
-            continue
-        drafted += len(guesses)
-        picks = verifier.argmaxes([token, *guesses])
-        right = 0
-        for pick, guess in zip(picks, [*guesses, None], strict=True):
-            token = greedy.take(pick)
-            if token is None or pick != guess:
-                break
-            right += 1
-            lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
-        # ``token``, when not None, is a wrong guess's correction: not evaluated yet.
-        verifier.keep(1 + right)
-        lookup.checked(len(guesses), right)  # type: ignore[union-attr]
-        accepted += right
+        with pacer.step() if pacer else contextlib.nullcontext():
+            if cancel.is_set():  # also set while the pacer waited
+                raise Cancelled()
+            token, counts = _follow_step(llama, greedy, token, lookup, verifier)
+        drafted += counts[0]
+        accepted += counts[1]
     return drafted, accepted
+
+
+def _follow_step(
+    llama: Any,
+    greedy: _Greedy,
+    token: int,
+    lookup: PromptLookup | ModelDraft | None,
+    verifier: BatchVerifier,
+) -> tuple[int | None, tuple[int, int]]:
+    """One evaluation of ``_follow``: ``token`` alone, or with the drafts that follow it.
+    Returns the next token (None: done) and (tokens drafted, of which right)."""
+    guesses: list[int] = []
+    if lookup is not None:
+        lookup.append(token)
+        # Not while healing: those tokens are chosen among the fitting ones only.
+        if not greedy.pending:
+            guesses = lookup.propose(greedy.room - 1)
+    if not guesses:
+        llama.eval([token])
+        return greedy.step(), (0, 0)
+    picks = verifier.argmaxes([token, *guesses])
+    right = 0
+    next_token: int | None = None
+    for pick, guess in zip(picks, [*guesses, None], strict=True):
+        next_token = greedy.take(pick)
+        if next_token is None or pick != guess:
+            break
+        right += 1
+        lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
+    # ``next_token``, when not None, is a wrong guess's correction: not evaluated yet.
+    verifier.keep(1 + right)
+    lookup.checked(len(guesses), right)  # type: ignore[union-attr]
+    return next_token, (len(guesses), right)
 
 
 def _indent(line: str) -> int:

@@ -235,6 +235,9 @@ def register(server: MemlspServer) -> None:
 
         texts = [suggestion.text, *suggestion.alternatives]  # the greedy one first
         service.remember_shown(here, texts)
+        service.work_ahead.shown(
+            here.uri, here.language_id, here.prefix + suggestion.text, here.suffix
+        )
         return lsp.InlineCompletionList(items=[item(text) for text in texts])
 
     # pygls resolves command handlers' annotations at call time: only names importable here.
