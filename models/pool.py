@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from memlsp.config.schema import Config, ModelSpec, PoolConfig
-from memlsp.models import assembly, runtime
+from memlsp.models import assembly, runtime, token_pieces
 from memlsp.models.errors import (
     ModelBudgetError,
     ModelCorruptError,
@@ -262,6 +262,7 @@ class ModelPool:
             # verbose=True was only for the load (see runtime.py); at run time llama-cpp-python
             # would print() per call onto sys.stdout, which the CLI's output owns.
             llama.verbose = False
+            token_pieces.install(llama)  # whole pieces in its detokenize (models/token_pieces)
         except Exception as exc:
             with self._cv:
                 self._release_reservation(entry)

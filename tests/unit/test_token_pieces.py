@@ -37,3 +37,13 @@ def test_the_vocabulary_table_matches_token_by_token(vocab: Any) -> None:
     assert long_ones  # Qwen2.5 has runs of spaces and of = and - beyond 32 bytes
     for t in [*long_ones[:50], *range(0, len(table), 997)]:
         assert table[t] == token_bytes(vocab, t)
+
+
+def test_a_pooled_model_s_own_detokenize_keeps_long_pieces(fim_model_pool: Any) -> None:
+    """The pool installs the whole-piece tokenizer: create_completion's text (refactors, the
+    instruct review) and llama.detokenize keep a 36-space indentation."""
+    text = "def f(values):\n    return [\n" + " " * 36 + "v for v in values\n    ]\n"
+    with fim_model_pool.acquire("qwen2.5-coder-0.5b") as model:
+        llama = model.llama
+        tokens = llama.tokenize(text.encode(), add_bos=False, special=False)
+        assert llama.detokenize(tokens) == text.encode()
