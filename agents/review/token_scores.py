@@ -12,6 +12,7 @@ predicted: keywords, operators, brackets, builtins and names seen before (Python
 from __future__ import annotations
 
 import builtins
+import difflib
 import io
 import keyword
 import re
@@ -145,3 +146,14 @@ def differing_span(written: str, proposed: str) -> tuple[int, int, str, str]:
     start = sum(map(len, old[:lo_old]))
     end = start + sum(map(len, old[lo_old:hi_old]))
     return start, end, "".join(old[lo_old:hi_old]).strip(), "".join(new[lo_new:hi_new]).strip()
+
+
+def changed_lexemes(written: str, proposed: str) -> int:
+    """How many lexemes of code (white space aside) ``proposed`` replaces, inserts or deletes
+    in ``written``: 1 for a swapped operator or name, more for a rewrite."""
+    old = [part for part in _LEXEME.findall(written) if part.strip()]
+    new = [part for part in _LEXEME.findall(proposed) if part.strip()]
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    return sum(
+        max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"
+    )
