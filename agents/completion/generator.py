@@ -100,6 +100,7 @@ class GeneratorStats:
     speculation_seconds: float = 0.0
     speculation_tokens: int = 0  # tokens they evaluated (prompt not in the KV cache, generated)
     speculations_stopped: int = 0  # stopped by a request or a cancel
+    joined_speculations: int = 0  # requests answered by waiting for a speculation under way
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,6 +127,8 @@ class GeneratorAgent:
         # agents.generator.draft "model": (completion model, draft model) -> same tokenizer
         self._draft_pairs: dict[tuple[str, str], bool] = {}
         self._draft_notes: set[str] = set()  # why a draft model was not used, logged once each
+        # Speculations under way, by (document, prefix, suffix): set when each ends.
+        self._ahead: dict[tuple[str, str, str], threading.Event] = {}
 
     # -- fast path -----------------------------------------------------------------------
 
@@ -153,9 +156,13 @@ class GeneratorAgent:
     # -- model path ----------------------------------------------------------------------
 
     def complete(self, request: InlineRequest, cancel: threading.Event) -> Suggestion:
-        """Ask the model. Raises Cancelled when ``cancel`` is set before the answer is ready."""
+        """Ask the model. Raises Cancelled when ``cancel`` is set before the answer is ready.
+        A speculation computing this very answer is waited for (not preempted)."""
         started = time.perf_counter()
         try:
+            joined = self._join_speculation(request, cancel)
+            if joined is not None:
+                return joined
             text, raw, sizes, others = self._answer(request, cancel, None)
         except Cancelled:
             with self._lock:
@@ -193,15 +200,24 @@ class GeneratorAgent:
         answer; an answer cached already is not computed again."""
         if request.alternatives > 1 or self.cache.contains(request.prefix, request.suffix):
             return False
+        key = (request.doc_key, request.prefix, request.suffix)
+        done = threading.Event()
+        with self._lock:
+            self._ahead[key] = done
         priority = self.pool.priority
-        priority.wait_unwanted(self.model_name, cancel)  # a request is coming: it goes first
         started = time.perf_counter()
         try:
+            priority.wait_unwanted(self.model_name, cancel)  # a request is coming: it goes first
             text, _raw, sizes, _others = self._answer(request, cancel, priority)
         except (Cancelled, Preempted):
             with self._lock:
                 self._stats.speculations_stopped += 1
             return False
+        finally:
+            with self._lock:
+                if self._ahead.get(key) is done:
+                    del self._ahead[key]
+            done.set()
         seconds = time.perf_counter() - started
         with self._lock:
             self._stats.speculations += 1
@@ -209,6 +225,27 @@ class GeneratorAgent:
             self._stats.speculation_tokens += sizes[0] - sizes[1] + sizes[2]
         log.debug("speculated for %s in %.3f s: %r", request.doc_key, seconds, text)
         return True
+
+    def _join_speculation(
+        self, request: InlineRequest, cancel: threading.Event
+    ) -> Suggestion | None:
+        """The answer of a speculation under way for exactly ``request``, once it ends (None:
+        there is none, or it stopped without one)."""
+        with self._lock:
+            done = self._ahead.get((request.doc_key, request.prefix, request.suffix))
+        if done is None:
+            return None
+        started = time.perf_counter()
+        while not done.wait(0.02):
+            if cancel.is_set():
+                raise Cancelled()
+        text = self.cache.get(request.prefix, request.suffix)
+        if text is None:
+            return None
+        with self._lock:
+            self._stats.cache_hits += 1
+            self._stats.joined_speculations += 1
+        return Suggestion(text, "cache", self.model_name, time.perf_counter() - started)
 
     def _answer(
         self, request: InlineRequest, cancel: threading.Event, background: Priority | None
@@ -530,6 +567,7 @@ class GeneratorAgent:
                 "speculation_seconds": round(s.speculation_seconds, 3),
                 "speculation_tokens": s.speculation_tokens,
                 "speculations_stopped": s.speculations_stopped,
+                "joined_speculations": s.joined_speculations,
                 # where the last model call's extra context came from: [source, path] pairs
                 "last_context": [list(pair) for pair in self._last_context],
                 # the completion model's saved KV states (identifier keys only: clients

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,8 @@ class WorkAheadService(Feature):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlsp-work-ahead")
         self._lock = threading.Lock()
         self._cancel: threading.Event | None = None
+        self._speculating: tuple[str, str, str] | None = None  # (uri, prefix, suffix) guessed
+        self._hurry = threading.Event()  # a request waits for the guess: skip the quiet wait
         self._last_line: dict[str, int] = {}  # document -> line of its last request
         self._scheduled: Counter[str] = Counter()  # by reason: open, region, accepted
         self._skipped = 0  # guesses with no model loaded (or work-ahead off)
@@ -76,6 +79,7 @@ class WorkAheadService(Feature):
     def cancel(self) -> None:
         with self._lock:
             cancel, self._cancel = self._cancel, None
+            self._speculating = None
         if cancel is not None:
             cancel.set()
 
@@ -94,6 +98,9 @@ class WorkAheadService(Feature):
         with self._lock:
             last = self._last_line.get(uri)
             self._last_line[uri] = line
+            if self._speculating == (uri, prefix, suffix):
+                self._hurry.set()
+                return  # the guess is this request's answer: the request waits for it
         if last is None or abs(line - last) > STICKY_LINES:
             self._schedule("region", uri, language_id, prefix, suffix)
         else:  # the cursor is known now: an older guess would only displace its prompt
@@ -101,6 +108,9 @@ class WorkAheadService(Feature):
 
     def accepted(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
         """A suggestion was accepted: ``prefix`` ends with the accepted text."""
+        with self._lock:
+            if self._speculating == (uri, prefix, suffix):
+                return  # the next suggestion there is under way already
         self._schedule("accepted", uri, language_id, prefix, suffix)
 
     def shown(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
@@ -137,10 +147,12 @@ class WorkAheadService(Feature):
         with self._lock:
             previous, self._cancel = self._cancel, cancel
             self._scheduled[reason] += 1
+            self._speculating = (uri, prefix, suffix) if reason == "shown" else None
+            self._hurry = hurry = threading.Event()
         if previous is not None:
             previous.set()
         with contextlib.suppress(RuntimeError):  # shut down: nothing to work ahead for
-            self._executor.submit(self._run, reason, generator, request, cancel)
+            self._executor.submit(self._run, reason, generator, request, cancel, hurry)
 
     def _run(
         self,
@@ -148,10 +160,13 @@ class WorkAheadService(Feature):
         generator: GeneratorAgent,
         request: InlineRequest,
         cancel: threading.Event,
+        hurry: threading.Event,
     ) -> None:
         try:
-            if cancel.wait(QUIET_BEFORE_S):
-                return
+            quiet_until = time.monotonic() + QUIET_BEFORE_S
+            while not hurry.is_set() and time.monotonic() < quiet_until:
+                if cancel.wait(0.01):
+                    return
             if reason == "shown":
                 generator.speculate(request, cancel)
             else:
@@ -162,3 +177,4 @@ class WorkAheadService(Feature):
             with self._lock:
                 if self._cancel is cancel:
                     self._cancel = None
+                    self._speculating = None

@@ -77,3 +77,23 @@ def test_a_request_or_typing_stops_a_speculation(fim_model_pool: ModelPool) -> N
     cancel.set()
     assert not generator.speculate(request("doc", SHOWN), cancel)
     assert generator.stats()["speculations"] == 0
+
+
+def test_a_request_for_the_speculated_cursor_waits_for_it(fim_model_pool: ModelPool) -> None:
+    """Accepting while the next suggestion is under way: the request for it joins the
+    speculation instead of stopping it and asking the model again."""
+    generator = agent(fim_model_pool)
+    generator.complete(request("warm", "def f(x):\n    "), threading.Event())
+    text = BODY * 2 + SHOWN
+    worker = threading.Thread(
+        target=generator.speculate, args=(request("joined", text), threading.Event())
+    )
+    worker.start()
+    time.sleep(0.4)  # under way
+    answer = generator.complete(request("joined", text), threading.Event())
+    worker.join(timeout=30)
+    stats = generator.stats()
+    assert answer.source == "cache", answer
+    assert stats["joined_speculations"] == 1 and stats["speculations"] == 1, stats
+    assert stats["model_calls"] == 1  # the warm-up only
+    assert answer.text == generator.cache.get(text, "")
