@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from memlsp.agents.completion.generator import GeneratorAgent, InlineRequest
+from memlsp.agents.completion.next_line import next_line_start
 from memlsp.agents.completion.sticky_context import STICKY_LINES
 from memlsp.server.lsp.feature import Feature
 
@@ -56,7 +57,7 @@ class WorkAheadService(Feature):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlsp-work-ahead")
         self._lock = threading.Lock()
         self._cancel: threading.Event | None = None
-        self._speculating: tuple[str, str, str] | None = None  # (uri, prefix, suffix) guessed
+        self._speculating: set[tuple[str, str, str]] = set()  # (uri, prefix, suffix) guessed
         self._hurry = threading.Event()  # a request waits for the guess: skip the quiet wait
         self._last_line: dict[str, int] = {}  # document -> line of its last request
         self._scheduled: Counter[str] = Counter()  # by reason: open, region, accepted
@@ -79,7 +80,7 @@ class WorkAheadService(Feature):
     def cancel(self) -> None:
         with self._lock:
             cancel, self._cancel = self._cancel, None
-            self._speculating = None
+            self._speculating = set()
         if cancel is not None:
             cancel.set()
 
@@ -98,7 +99,7 @@ class WorkAheadService(Feature):
         with self._lock:
             last = self._last_line.get(uri)
             self._last_line[uri] = line
-            if self._speculating == (uri, prefix, suffix):
+            if (uri, prefix, suffix) in self._speculating:
                 self._hurry.set()
                 return  # the guess is this request's answer: the request waits for it
         if last is None or abs(line - last) > STICKY_LINES:
@@ -109,19 +110,33 @@ class WorkAheadService(Feature):
     def accepted(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
         """A suggestion was accepted: ``prefix`` ends with the accepted text."""
         with self._lock:
-            if self._speculating == (uri, prefix, suffix):
+            if (uri, prefix, suffix) in self._speculating:
                 return  # the next suggestion there is under way already
         self._schedule("accepted", uri, language_id, prefix, suffix)
 
     def shown(self, uri: str, language_id: str, prefix: str, suffix: str) -> None:
-        """A suggestion is on screen: ``prefix`` ends with it, as if accepted. The answer
-        there goes into the completion cache (agents.generator.speculate)."""
+        """A suggestion is on screen: ``prefix`` ends with it, as if accepted. The answers
+        there, and when it ends its line at the start of the next one (after Enter and the
+        editor's indentation), go into the completion cache (agents.generator.speculate)."""
         if self.session.config.agents.generator.speculate:
-            self._schedule("shown", uri, language_id, prefix, suffix)
+            after_enter = next_line_start(prefix, suffix, language_id)
+            also = None if after_enter is None else prefix + after_enter
+            self._schedule("shown", uri, language_id, prefix, suffix, also=also)
 
     # -- internals -------------------------------------------------------------------------
 
-    def _schedule(self, reason: str, uri: str, language_id: str, prefix: str, suffix: str) -> None:
+    def _schedule(
+        self,
+        reason: str,
+        uri: str,
+        language_id: str,
+        prefix: str,
+        suffix: str,
+        *,
+        also: str | None = None,
+    ) -> None:
+        """Guess that the next request comes at ``prefix``/``suffix`` (then at ``also``, another
+        prefix with the same suffix, for a speculation)."""
         session = self.session
         generator = session.current_generator()
         pool = session.pool
@@ -135,40 +150,49 @@ class WorkAheadService(Feature):
                 self._skipped += 1
             return
         root = session.workspace_root
-        request = InlineRequest(
-            doc_key=uri,
-            path=session.relative_path(uri),
-            language_id=language_id,
-            prefix=prefix,
-            suffix=suffix,
-            repo_name=root.name if root else "",
-        )
+        requests = [
+            InlineRequest(
+                doc_key=uri,
+                path=session.relative_path(uri),
+                language_id=language_id,
+                prefix=guess,
+                suffix=suffix,
+                repo_name=root.name if root else "",
+            )
+            for guess in ([prefix] if also is None else [prefix, also])
+        ]
         cancel = threading.Event()
         with self._lock:
             previous, self._cancel = self._cancel, cancel
             self._scheduled[reason] += 1
-            self._speculating = (uri, prefix, suffix) if reason == "shown" else None
+            self._speculating = (
+                {(uri, r.prefix, suffix) for r in requests} if reason == "shown" else set()
+            )
             self._hurry = hurry = threading.Event()
         if previous is not None:
             previous.set()
         with contextlib.suppress(RuntimeError):  # shut down: nothing to work ahead for
-            self._executor.submit(self._run, reason, generator, request, cancel, hurry)
+            self._executor.submit(self._run, reason, generator, requests, cancel, hurry)
 
     def _run(
         self,
         reason: str,
         generator: GeneratorAgent,
-        request: InlineRequest,
+        requests: list[InlineRequest],
         cancel: threading.Event,
         hurry: threading.Event,
     ) -> None:
+        request = requests[0]
         try:
             quiet_until = time.monotonic() + QUIET_BEFORE_S
             while not hurry.is_set() and time.monotonic() < quiet_until:
                 if cancel.wait(0.01):
                     return
             if reason == "shown":
-                generator.speculate(request, cancel)
+                for guess in requests:
+                    if cancel.is_set():
+                        break
+                    generator.speculate(guess, cancel)
             else:
                 generator.work_ahead(request, cancel)
         except Exception:  # a guess: never worth an error shown to the user
@@ -177,4 +201,4 @@ class WorkAheadService(Feature):
             with self._lock:
                 if self._cancel is cancel:
                     self._cancel = None
-                    self._speculating = None
+                    self._speculating = set()
