@@ -512,6 +512,9 @@ class WorkspaceMemory:
         except _OwnerUnavailable as exc:
             self._ipc_failed(exc)
         except Exception as exc:
+            if self._closing.is_set():  # a late guess (work-ahead) as the session ends
+                log.debug("memory search after close: %s", exc)
+                return []
             log.warning("memory search failed", exc_info=True)
             self._set_error(f"search failed: {type(exc).__name__}: {exc}")
         return []
