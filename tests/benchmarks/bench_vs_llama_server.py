@@ -22,7 +22,8 @@ each other ~10x).
   only answers a key whose text it has seen before).
 
 Per side: share of keystrokes answered without a model call, latency of the keystrokes that needed
-one (p50/p95), cold requests (p50/p95), share of keystrokes with a suggestion ready within 300 and
+one (p50/p95; for memlsp also those that waited for the speculation of their very cursor,
+counted in ``model_call_joined_a_speculation``), cold requests (p50/p95), share of keystrokes with a suggestion ready within 300 and
 600 ms, exact match of the hole's line with 0 and 3 characters typed, prompt tokens evaluated per
 model call.
 """
@@ -91,6 +92,7 @@ class Tally:
         # Per task, the cold request taken apart: wall ms, prompt tokens, of which evaluated,
         # tokens generated, and the engine's own ms where it reports them.
         self.cold_detail: list[dict[str, Any]] = []
+        self.joined = 0  # keystrokes that waited for a speculation under way (memlsp)
 
     def report(self) -> dict[str, Any]:
         keys = self.keys
@@ -101,6 +103,7 @@ class Tally:
                 1 - len(self.keys_by_model) / max(1, len(keys)), 3
             ),
             "model_call": percentiles(self.keys_by_model),
+            "model_call_joined_a_speculation": self.joined,
             "cold": percentiles(self.cold),
             "keystrokes_ready_within_300_ms": round(
                 sum(k <= 0.3 for k in keys) / max(1, len(keys)), 3
@@ -140,19 +143,23 @@ async def memlsp_side(
         async def generator_stats() -> Any:
             return (await client.protocol.send_request_async("memlsp/status", {})).generator
 
-        async def counters() -> tuple[int, int]:
+        async def counters() -> tuple[int, int, int]:
             gen = await generator_stats()
-            return int(gen.model_calls), int(gen.prompt_tokens) - int(gen.reused_tokens)
+            evaluated = int(gen.prompt_tokens) - int(gen.reused_tokens)
+            return int(gen.model_calls), evaluated, int(gen.joined_speculations)
 
         async def ask(uri: str, line: int, char: int) -> tuple[str, float, bool]:
-            calls, evaluated = await counters()
+            """(suggestion, seconds, whether it waited for model work: its own call, or a
+            speculation under way for this very cursor, which it joined)."""
+            calls, evaluated, joined = await counters()
             started = time.perf_counter()
             text = await inline_text(client, uri, line, char)
             seconds = time.perf_counter() - started
-            calls_after, evaluated_after = await counters()
+            calls_after, evaluated_after, joined_after = await counters()
             if calls_after > calls:
                 tally.evaluated.append((evaluated_after - evaluated) // (calls_after - calls))
-            return text, seconds, calls_after > calls
+            tally.joined += joined_after - joined
+            return text, seconds, calls_after > calls or joined_after > joined
 
         warm = open_document(client, root / "warm.py", "def add(a, b):\n    ", "python")
         await inline_text(client, warm, 1, 4)  # the model load is not a completion's latency
