@@ -41,6 +41,7 @@ import numpy as np
 
 from memlsp.agents.review.quality import ModelStage, StageInput
 from memlsp.agents.review.token_scores import (
+    changed_lexemes,
     differing_span,
     line_starts,
     log_softmax_at,
@@ -65,6 +66,9 @@ __all__ = ["SURPRISE_STAGE", "Candidate", "SurpriseReviewer", "surprise_stages"]
 log = logging.getLogger(__name__)
 
 CODE = "unusual-code"
+# Lexemes a proposal may change and still count as a small edit (bench_surprise: the bugs'
+# proposals mostly change 1-4; the clean files' false findings were mostly longer rewrites).
+SMALL_EDIT = 4
 SURPRISE_STAGE = "surprise"
 LANGUAGES = frozenset({"python"})
 
@@ -81,6 +85,8 @@ class Candidate:
     proposal_logp: float = 0.0
     parses: bool = False  # the file with the proposal in place parses
     knowable: bool = True  # the change touches code the model can know (not only new names)
+    same_code: bool = False  # the proposal only restyles: the file's syntax tree is unchanged
+    edit: int = 0  # lexemes of code the proposal changes (token_scores.changed_lexemes)
 
     @property
     def delta(self) -> float:
@@ -95,6 +101,14 @@ class Candidate:
     def score(self) -> float:
         """Both passes must agree (bench_surprise: min beat delta, gap and their sum)."""
         return min(self.delta, self.gap)
+
+    def finds(self, threshold: float, rewrite_threshold: float) -> bool:
+        """A finding: a real change the model can know that scores its threshold: a small
+        edit (at most SMALL_EDIT lexemes: an operator, a name, an argument order) the lower
+        one, a rewrite the higher one (bench_surprise: rewrites were most false findings)."""
+        if not (self.differs and self.parses and self.knowable) or self.same_code:
+            return False
+        return self.score() >= (threshold if self.edit <= SMALL_EDIT else rewrite_threshold)
 
 
 @dataclass
@@ -140,7 +154,8 @@ class SurpriseReviewer:
         threshold: float,
         max_findings: int,
         *,
-        candidates: int = 4,
+        rewrite_threshold: float | None = None,
+        candidates: int = 3,
         min_gap: float = 1.0,
         batch: int = 128,
         suffix_tokens: int = 160,
@@ -150,12 +165,13 @@ class SurpriseReviewer:
         self.pool = pool
         self.model = model
         self.threshold = threshold
+        self.rewrite_threshold = threshold if rewrite_threshold is None else rewrite_threshold
         self.max_findings = max_findings
         self.n_candidates = candidates
         self.min_gap = min_gap
         # A finding's score is min(FIM delta, first-pass gap): a line whose gap is below the
         # threshold can never reach it, so the second pass (the costly part) skips it.
-        self.floor = max(min_gap, threshold)
+        self.floor = max(min_gap, min(threshold, self.rewrite_threshold))
         self.batch = batch
         self.suffix_tokens = suffix_tokens
         self.max_new_tokens = max_new_tokens
@@ -183,13 +199,9 @@ class SurpriseReviewer:
         cancel: threading.Event,
     ) -> list[ReviewFinding]:
         """Findings on ``rows`` (0-based; None: every line) of the saved ``text``, best first,
-        at most ``max_findings``, each scoring at least ``threshold``."""
+        at most ``max_findings``, each scoring its threshold (``Candidate.finds``)."""
         scored = self.candidates(text, language_id, rows, cancel)
-        kept = [
-            c
-            for c in scored
-            if c.differs and c.parses and c.knowable and c.score() >= self.threshold
-        ]
+        kept = [c for c in scored if c.finds(self.threshold, self.rewrite_threshold)]
         kept.sort(key=lambda c: -c.score())
         findings = [_finding(c) for c in kept[: self.max_findings]]
         with self._lock:
@@ -460,7 +472,10 @@ class SurpriseReviewer:
         cand.proposal_logp = plogp
         line = indent + _line_text(llama, [t for t in proposal if t not in self._stop_ids])
         cand.proposal = line
-        cand.parses = cand.differs and _parses_with(job.lines, row, line)
+        tree = _tree_with(job.lines, row, line) if cand.differs else None
+        cand.parses = tree is not None
+        cand.same_code = tree is not None and tree == _tree_with(job.lines, row, cand.written)
+        cand.edit = changed_lexemes(cand.written, line)
         # A proposal that only renames what the model cannot know (a new name, a string) is
         # no finding: the written code there was never predictable.
         start, end, _, _ = differing_span(cand.written, line)
@@ -518,13 +533,13 @@ def _line_text(llama: Any, tokens: list[int]) -> str:
     return raw.decode("utf-8", "replace").split("\n", 1)[0].rstrip()
 
 
-def _parses_with(lines: list[str], row: int, line: str) -> bool:
+def _tree_with(lines: list[str], row: int, line: str) -> str | None:
+    """The syntax tree (dumped) of the file with ``line`` at ``row``; None if it does not parse."""
     changed = [*lines[:row], line, *lines[row + 1 :]]
     try:
-        ast.parse("\n".join(changed))
-    except (SyntaxError, ValueError):
-        return False
-    return True
+        return ast.dump(ast.parse("\n".join(changed)))
+    except (SyntaxError, ValueError, RecursionError):
+        return None
 
 
 def _finding(cand: Candidate) -> ReviewFinding:
@@ -552,7 +567,11 @@ def surprise_stages(pool: ModelPool, config: QualityConfig) -> list[ModelStage]:
     if not config.surprise or config.surprise_max_findings <= 0:
         return []
     reviewer = SurpriseReviewer(
-        pool, config.surprise_model, config.surprise_threshold, config.surprise_max_findings
+        pool,
+        config.surprise_model,
+        config.surprise_threshold,
+        config.surprise_max_findings,
+        rewrite_threshold=config.surprise_rewrite_threshold,
     )
 
     def run(work: StageInput, cancel: threading.Event) -> list[ReviewFinding]:

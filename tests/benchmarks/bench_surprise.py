@@ -37,7 +37,8 @@ from bench_bugs import TestRunner, seconds, select
 from common import require
 from mutation_cases import HUMANEVAL, load_sources
 
-from memlsp.agents.review.surprise import Candidate, SurpriseReviewer
+from memlsp.agents.review.surprise import SMALL_EDIT, Candidate, SurpriseReviewer
+from memlsp.agents.review.token_scores import changed_lexemes
 from memlsp.config import load_config
 
 DEFAULTS = load_config(None, user_file=Path("/nonexistent/memlsp.yaml")).config
@@ -55,6 +56,8 @@ def _features(c: Candidate) -> dict[str, Any]:
         "differs": c.differs,
         "parses": c.parses,
         "knowable": c.knowable,
+        "same_code": c.same_code,
+        "edit": c.edit,
         "written": c.written,
         "proposal": c.proposal,
     }
@@ -106,6 +109,53 @@ def metrics(
         "mutants": len(mutants),
         "clean": len(clean),
         "recall_by_kind": {k: round(h / n, 3) for k, (h, n) in sorted(by_kind.items())},
+    }
+
+
+def two_thresholds(files: list[dict[str, Any]], top: int) -> dict[str, Any]:
+    """The product's rule (``Candidate.finds``): small edits (<= SMALL_EDIT lexemes) against
+    one threshold, rewrites against another, restyles (same syntax tree) never. The pair is
+    chosen where both halves keep <= 0.1 false findings per clean file, for the best recall of
+    the worse half."""
+    for f in files:
+        for c in f["candidates"]:
+            if "edit" not in c:  # a dump from before these features
+                c["edit"] = changed_lexemes(c["written"], c["proposal"] or "")
+    names = sorted({f["source"] for f in files})
+    half_of = {name: i % 2 for i, name in enumerate(names)}
+    halves = [[f for f in files if half_of[f["source"]] == h] for h in (0, 1)]
+
+    def score(c: dict[str, Any]) -> float:
+        return float(min(c["proposal_logp"] - c["written_logp"], c["gap"]))
+
+    def rule(small: float, rewrite: float) -> Callable[[dict[str, Any]], float]:
+        def adjusted(c: dict[str, Any]) -> float:  # below both thresholds when not a finding
+            if c.get("same_code"):
+                return float("-inf")
+            bar = small if c["edit"] <= SMALL_EDIT else rewrite
+            return score(c) - bar  # >= 0: a finding
+
+        return adjusted
+
+    grid = [round(0.25 * i, 2) for i in range(20, 41)]
+    best: tuple[float, float, float] | None = None
+    for small in grid:
+        for rewrite in [g for g in grid if g >= small]:
+            a, b = (metrics(h, rule(small, rewrite), 0.0, top) for h in halves)
+            if max(a["false_per_clean"], b["false_per_clean"]) > FALSE_PER_CLEAN:
+                continue
+            worse = min(a["recall"], b["recall"])
+            if best is None or worse > best[0]:
+                best = (worse, small, rewrite)
+    if best is None:
+        return {"chosen": None}
+    _, small, rewrite = best
+    return {
+        "small_edit_lexemes": SMALL_EDIT,
+        "chosen": {"threshold": small, "rewrite_threshold": rewrite},
+        "half_a": metrics(halves[0], rule(small, rewrite), 0.0, top),
+        "half_b": metrics(halves[1], rule(small, rewrite), 0.0, top),
+        "all": metrics(files, rule(small, rewrite), 0.0, top),
     }
 
 
@@ -194,7 +244,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     # As configured (the threshold the server uses): only lines whose first-pass gap reaches
     # it get the second pass. A first save (a text the cache has not seen), then a save after
     # one line near the end changed (the cache holds the text before it).
-    product = SurpriseReviewer(pool, args.model, args.threshold, args.top)
+    product = SurpriseReviewer(
+        pool, args.model, args.threshold, args.top, rewrite_threshold=args.rewrite_threshold
+    )
     configured: dict[str, float] = {}
     first = "# first save\n" + text
     lines = first.split("\n")
@@ -240,6 +292,12 @@ def main() -> int:
         ).config.agents.quality.surprise_threshold,
         help="the server's threshold, for the as-configured timing",
     )
+    parser.add_argument(
+        "--rewrite-threshold",
+        type=float,
+        default=DEFAULTS.agents.quality.surprise_rewrite_threshold,
+        help="the server's threshold for rewrites, for the as-configured timing",
+    )
     parser.add_argument("--no-verify", action="store_true", help="keep mutants tests miss")
     parser.add_argument("--dump", type=Path, help="write the raw candidates here")
     parser.add_argument("--analyze", type=Path, help="score a dump again (no model)")
@@ -261,6 +319,7 @@ def main() -> int:
     out["mutants"] = sum(f["kind"] != "clean" for f in files)
     out["clean_files"] = sum(f["kind"] == "clean" for f in files)
     out["scorings"] = calibrate(files, args.top)
+    out["two_thresholds"] = two_thresholds(files, args.top)
     out["ceiling_bug_line_is_candidate"] = round(
         sum(
             any(

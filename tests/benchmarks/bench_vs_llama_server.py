@@ -23,9 +23,9 @@ each other ~10x).
 
 Per side: share of keystrokes answered without a model call, latency of the keystrokes that needed
 one (p50/p95; for memlsp also those that waited for the speculation of their very cursor,
-counted in ``model_call_joined_a_speculation``), cold requests (p50/p95), share of keystrokes with a suggestion ready within 300 and
-600 ms, exact match of the hole's line with 0 and 3 characters typed, prompt tokens evaluated per
-model call.
+counted in ``model_call_joined_a_speculation``), cold requests (p50/p95, and each taken apart),
+share of keystrokes with a suggestion ready within 300 and 600 ms, exact match of the hole's
+line with 0 and 3 characters typed, prompt tokens evaluated per model call.
 """
 
 from __future__ import annotations
