@@ -83,3 +83,26 @@ def test_a_cancel_stops_a_work_ahead_within_one_batch(fim_model_pool: ModelPool)
     worker.join(timeout=30)
     assert time.monotonic() - asked < ONE_BATCH_S
     assert generator.stats()["work_ahead_stopped"] == 1
+
+
+def test_background_prefills_step_in_small_batches(fim_model_pool: ModelPool) -> None:
+    """A request waits for the background batch in flight: those are BACKGROUND_BATCH tokens,
+    not a request's PREFILL_BATCH."""
+    import contextlib
+
+    from memlsp.models.prefill import BACKGROUND_BATCH, PREFILL_BATCH, prefill
+
+    class CountingPacer:
+        steps = 0
+
+        def step(self) -> contextlib.AbstractContextManager[None]:
+            CountingPacer.steps += 1
+            return contextlib.nullcontext()
+
+    assert BACKGROUND_BATCH < PREFILL_BATCH
+    with fim_model_pool.acquire(FIM) as model:
+        llama = model.llama
+        tokens = llama.tokenize(BODY.encode(), add_bos=False)[:100]
+        llama.n_tokens = 0
+        prefill(llama, tokens, threading.Event(), pacer=CountingPacer())  # type: ignore[arg-type]
+    assert CountingPacer.steps == -(-100 // BACKGROUND_BATCH)
