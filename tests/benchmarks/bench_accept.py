@@ -37,6 +37,7 @@ from common import (
     percentiles,
     sample,
 )
+from lsp_helpers import insert
 from lsprotocol import types as lsp
 
 
@@ -70,18 +71,7 @@ async def run_side(
         def edit(uri: str, text: str, inserted: str) -> None:
             nonlocal version
             version += 1
-            line, char = end_of(text)
-            here = lsp.Position(line=line, character=char)
-            client.text_document_did_change(
-                lsp.DidChangeTextDocumentParams(
-                    text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                    content_changes=[
-                        lsp.TextDocumentContentChangePartial(
-                            range=lsp.Range(start=here, end=here), text=inserted
-                        )
-                    ],
-                )
-            )
+            insert(client, uri, version, *end_of(text), inserted)  # at the end of ``text``
 
         async def ask(uri: str, text: str, kind: str) -> str:
             calls = await model_calls()
