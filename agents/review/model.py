@@ -19,7 +19,7 @@ from typing import Any
 
 from memlsp.agents.review.types import ReviewCancelled
 from memlsp.models import LoadedModel
-from memlsp.models.prefill import prefill
+from memlsp.models.prefill import PREFILL_BATCH, prefill
 from memlsp.models.priority import BackgroundPacer
 from memlsp.models.runtime import llama_cpp
 
@@ -62,7 +62,8 @@ def generate_json(
             f"prompt of {len(tokens)} tokens + {max_tokens} to answer exceeds "
             f"n_ctx={llama.n_ctx()} of model '{model.name}'"
         )
-    reused = prefill(llama, tokens, cancel, pacer=pacer)
+    # The prompt-sized batches of before: the review's answers were measured with them.
+    reused = prefill(llama, tokens, cancel, pacer=pacer, batch=PREFILL_BATCH)
     if reused is None:
         raise ReviewCancelled()
     grammar = llama_cpp().LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
