@@ -11,45 +11,46 @@ again with the size it reports; ``install`` makes a loaded model's own ``detoken
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from memlsp.models.runtime import llama_cpp
 
 __all__ = ["detokenize", "install", "token_bytes", "vocabulary_bytes"]
 
-_FIRST_TRY = 64
+
+def _reader(llama: Any, special: bool) -> Callable[[int], bytes]:
+    """Token id -> its bytes, one buffer reused, grown to the size llama.cpp reports."""
+    lib = llama_cpp()
+    vocab = lib.llama_model_get_vocab(llama.model)
+    buffer = ctypes.create_string_buffer(64)
+
+    def read(token: int) -> bytes:
+        nonlocal buffer
+        while True:
+            n = int(lib.llama_token_to_piece(vocab, int(token), buffer, len(buffer), 0, special))
+            if n >= 0:
+                return buffer.raw[:n]
+            buffer = ctypes.create_string_buffer(-n)  # too small: -n bytes are needed
+
+    return read
 
 
 def token_bytes(llama: Any, token: int, *, special: bool = False) -> bytes:
     """The bytes of ``token`` in ``llama``'s vocabulary (special tokens as text if ``special``)."""
-    lib = llama_cpp()
-    vocab = lib.llama_model_get_vocab(llama.model)
-    size = _FIRST_TRY
-    while True:
-        buffer = ctypes.create_string_buffer(size)
-        n = int(lib.llama_token_to_piece(vocab, int(token), buffer, size, 0, special))
-        if n >= 0:
-            return buffer.raw[:n]
-        size = -n  # too small: llama.cpp says how many bytes the piece needs
+    return _reader(llama, special)(token)
 
 
 def detokenize(llama: Any, tokens: Iterable[int], *, special: bool = False) -> bytes:
     """The bytes of ``tokens``, each piece whole."""
-    return b"".join(token_bytes(llama, t, special=special) for t in tokens)
+    read = _reader(llama, special)
+    return b"".join(read(t) for t in tokens)
 
 
 def vocabulary_bytes(llama: Any) -> list[bytes]:
-    """Every token's bytes, by id (one buffer for all: ~150k calls)."""
-    lib = llama_cpp()
-    vocab = lib.llama_model_get_vocab(llama.model)
-    size = 256
-    buffer = ctypes.create_string_buffer(size)
-    pieces: list[bytes] = []
-    for token in range(int(llama.n_vocab())):
-        n = int(lib.llama_token_to_piece(vocab, token, buffer, size, 0, False))
-        pieces.append(buffer.raw[:n] if n >= 0 else token_bytes(llama, token))
-    return pieces
+    """Every token's bytes, by id (~150k pieces through one buffer)."""
+    read = _reader(llama, False)
+    return [read(t) for t in range(int(llama.n_vocab()))]
 
 
 def install(llama: Any) -> None:
