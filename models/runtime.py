@@ -19,6 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from memlsp.models import compute_thread
+
 llama_log = logging.getLogger("memlsp.llama_cpp")
 
 # ggml_log_level: 1 DEBUG, 2 INFO, 3 WARN, 4 ERROR, 5 CONT(inue the previous line).
@@ -60,6 +62,7 @@ def llama_cpp() -> ModuleType:
             os.environ.setdefault("GGML_NO_BACKTRACE", "1")
             import llama_cpp as module
 
+            compute_thread.install(module)
             _callback = module.llama_log_callback(_forward)
             module.llama_log_set(_callback, ctypes.c_void_p(0))
             _module = module
