@@ -164,7 +164,10 @@ class GeneratorConfig:
     debounce_ms: int = field(
         default=75,
         metadata=number(
-            0, 5000, "wait before a model call (a newer keystroke supersedes it; cache hits don't)"
+            0,
+            5000,
+            "wait before a model call (a newer keystroke supersedes it; cache hits and a"
+            " document's first request since it opened don't wait)",
         ),
     )
     cache_entries: int = field(

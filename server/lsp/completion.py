@@ -27,6 +27,7 @@ from memlsp.server.lsp.text_sync import client_position
 from memlsp.server.lsp.work_ahead import WorkAheadService
 
 if TYPE_CHECKING:
+    from memlsp.server.lsp.documents import DocumentEvent
     from memlsp.server.lsp.server import MemlspServer
     from memlsp.server.lsp.session import Session
 
@@ -49,6 +50,7 @@ class CompletionService(Feature):
         self.acceptance = AcceptanceStats()  # this session's, for memlsp/status
         self.lasting = LastingStats(lambda: session.config)  # per day, for `memlsp stats`
         self.debounced = 0  # requests superseded during the debounce: no model call at all
+        self._asked: set[str] = set()  # documents with a request since they were opened
         self.work_ahead = WorkAheadService(session)
         self._shown: tuple[CursorText, list[str]] | None = None  # the last inline answer
 
@@ -61,6 +63,12 @@ class CompletionService(Feature):
 
     def shutdown(self) -> None:
         self.cancel_all()
+
+    def document_opened(self, event: DocumentEvent) -> None:
+        self._asked.discard(event.uri)
+
+    def document_closed(self, event: DocumentEvent) -> None:
+        self._asked.discard(event.uri)
 
     async def suggest(self, cursor: CursorText, feature: str) -> Suggestion | None:
         """The suggestion at a cursor; None when superseded, cancelled or failed."""
@@ -107,11 +115,15 @@ class CompletionService(Feature):
         )
         cancel = threading.Event()
         self._inflight[cursor.uri] = cancel
+        first = cursor.uri not in self._asked
+        self._asked.add(cursor.uri)
         loop = asyncio.get_running_loop()
         try:
             # Typing sends a request per key: wait a moment, so that the keys that follow
-            # supersede this one before it costs a prompt evaluation. Cache hits skip this.
-            delay = session.config.agents.generator.debounce_ms / 1000
+            # supersede this one before it costs a prompt evaluation. Cache hits skip this, and
+            # so does a document's first request (the editor asking as it opens: no key follows
+            # at once, and a cold prompt is the longest wait a user sees).
+            delay = 0.0 if first else session.config.agents.generator.debounce_ms / 1000
             if delay > 0:
                 await asyncio.sleep(delay)
                 if cancel.is_set():

@@ -234,6 +234,44 @@ async def test_burst_of_requests_while_typing(client: LanguageClient, workspace:
     assert await inline(client, uri2, 1, 4)
 
 
+async def test_a_documents_first_request_skips_the_debounce(
+    client: LanguageClient, workspace: Path
+) -> None:
+    """The editor's request as a file opens starts at once (the cold prompt is the longest wait
+    a user sees); the requests after it wait for the debounce, and a newer one supersedes them
+    there. Without the exception the first request would be superseded in its debounce too."""
+
+    def debounce(settings: dict[str, object]) -> None:
+        client.workspace_did_change_configuration(
+            lsp.DidChangeConfigurationParams(settings={"memlsp": settings})
+        )
+
+    debounce({"agents": {"generator": {"debounce_ms": 1500}}})
+    try:
+        assert (await status(client))["debounce"]["ms"] == 1500
+        uri = open_doc(client, workspace / "first_request.py", "def cube(x):\n    ")
+        before = await status(client)
+        first = client.protocol.send_request_async(
+            lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 4)
+        )
+        await asyncio.sleep(0.05)  # it has started in the model, not in a debounce
+        insert(client, uri, 2, 1, 4, "r")
+        second = client.protocol.send_request_async(
+            lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 5)
+        )
+        await asyncio.sleep(0.05)
+        insert(client, uri, 3, 1, 5, "e")
+        third = client.protocol.send_request_async(
+            lsp.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 1, 6)
+        )
+        await asyncio.wait_for(asyncio.gather(first, second, third), TIMEOUT)
+        after = await status(client)
+    finally:
+        debounce({})
+    superseded = after["debounce"]["superseded"] - before["debounce"]["superseded"]
+    assert superseded == 1, f"{superseded} requests superseded in the debounce (the second only)"
+
+
 async def test_an_invoked_request_offers_alternatives(
     client: LanguageClient, workspace: Path
 ) -> None:
