@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KvStates", "common_prefix"]
+__all__ = ["KvStates", "common_prefix", "shared_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ MIN_SAVE_TOKENS = 64
 def common_prefix(llama: Any, tokens: Sequence[int]) -> int:
     """How many leading ``tokens`` the model's KV cache holds already."""
     return _common(np.asarray(llama.input_ids[: int(llama.n_tokens)]), tokens)
+
+
+def shared_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    return _common(np.asarray(a), b)
 
 
 def _common(held: np.ndarray, tokens: Sequence[int] | np.ndarray) -> int:
@@ -97,6 +102,18 @@ class KvStates:
         if best_key is None or best - live < MIN_GAIN_TOKENS:
             return 0
         return best if self._restore(llama, best_key, gain=best - live) else 0
+
+    def keep(self, llama: Any, key: str, held: Sequence[int]) -> None:
+        """Save the cache's state now as ``key``'s (it holds ``held``): for an agent that
+        evaluates a long prompt once and will come back to it (the surprise review's pass
+        over a file), rather than at the next switch."""
+        if self.budget_bytes <= 0:
+            return
+        if self._model is None or self._model() is not llama:
+            self._reset(llama)
+        self._owner_prompt = np.asarray(held)
+        self._save_current(llama, key)
+        self._owner = self._owner_prompt = None  # what follows is not worth saving
 
     def stats_dict(self) -> dict[str, int]:
         with self._lock:

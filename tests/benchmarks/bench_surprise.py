@@ -242,8 +242,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     reviewer.candidates(text, "python", None, cancel)
     big_s = time.perf_counter() - started
     # As configured (the threshold the server uses): only lines whose first-pass gap reaches
-    # it get the second pass. A first save (a text the cache has not seen), then a save after
-    # one line near the end changed (the cache holds the text before it).
+    # it get the second pass. A first save (a text the reviewer has not seen), then a save after
+    # one line two thirds down changed (the document's last first pass is kept: only what
+    # follows the change is evaluated again).
     product = SurpriseReviewer(
         pool, args.model, args.threshold, args.top, rewrite_threshold=args.rewrite_threshold
     )
@@ -256,7 +257,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     lines[row] = lines[row] + "  # edited"
     for label, version in (("first_save", first), ("save_after_an_edit", "\n".join(lines))):
         started = time.perf_counter()
-        product.review(version, "python", None, cancel)
+        product.review(version, "python", None, cancel, "file:///150_lines.py")
         configured[label] = round(time.perf_counter() - started, 3)
     pool.close()
     return {

@@ -156,6 +156,38 @@ def test_a_change_deep_in_a_long_file_scores_only_the_code_near_it(
     assert evaluated < 900, evaluated
 
 
+def test_a_document_saved_again_is_scored_from_its_first_change(
+    fim_model_pool: ModelPool,
+) -> None:
+    """The document's last first pass is kept (gaps, and its KV state): saved again with a
+    change near its end, only what follows the change is evaluated, even after a completion
+    replaced the model's cache in between, and the findings are those of a review from
+    scratch."""
+    filler = "".join(
+        f"def offset_{i}(values, step):\n    return [value + step * {i} for value in values]\n\n\n"
+        for i in range(16)
+    )
+    original, mutant = filler + ORIGINAL, filler + MUTANT
+    fresh = SurpriseReviewer(fim_model_pool, FIM, THRESHOLD, 3)
+    expected = fresh.review(mutant, "python", None, threading.Event())
+    assert [f.line for f in expected] == [filler.count("\n") + BUG_LINE], expected
+    from_scratch = fresh.stats()["evaluated_tokens"]
+
+    kept = SurpriseReviewer(fim_model_pool, FIM, THRESHOLD, 3)
+    key = "file:///ledger.py"
+    assert kept.review(original, "python", None, threading.Event(), key) == []
+    with fim_model_pool.acquire(FIM) as model:  # another prompt takes the model's cache
+        model.llama.reset()
+        model.llama.eval(model.llama.tokenize(b"import os\nprint(os.getcwd())\n"))
+    before = kept.stats()
+    found = kept.review(mutant, "python", None, threading.Event(), key)
+    after = kept.stats()
+    assert [(f.line, f.replacement) for f in found] == [(f.line, f.replacement) for f in expected]
+    evaluated = after["evaluated_tokens"] - before["evaluated_tokens"]
+    assert after["reused_tokens"] - before["reused_tokens"] > 400
+    assert evaluated < from_scratch / 2, (evaluated, from_scratch)
+
+
 def test_cancel_raises(reviewer: SurpriseReviewer) -> None:
     cancel = threading.Event()
     cancel.set()
