@@ -335,6 +335,13 @@ class QualityConfig:
     surprise_max_findings: int = field(
         default=3, metadata=number(0, 50, "most surprise findings per review")
     )
+    surprise_ahead: bool = field(
+        default=True,
+        metadata=text(
+            "score a Python file as it opens, in idle time (a completion goes first), so that "
+            "the review of its first save evaluates only what changed"
+        ),
+    )
 
 
 # Output parsers the tool executor knows (memlsp.agents.review.tool_parsers.PARSERS: the same keys).

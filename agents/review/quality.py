@@ -170,6 +170,10 @@ class ModelStage:
     name: str
     run: Callable[[StageInput, threading.Event], list[ReviewFinding]]
     stats: Callable[[], dict[str, Any]] | None = None  # the stage's own figures, for status
+    # Work the stage can do on the document before it is saved (as opened), so that the
+    # review after the save costs less; stops when ``cancel`` is set or a completion wants
+    # the model.
+    ahead: Callable[[ReviewRequest, threading.Event], None] | None = None
 
 
 @dataclass
@@ -196,6 +200,7 @@ class _Stats:
     published_llm: int = 0
     off_category: int = 0  # dropped: a category not in agents.quality.categories
     partials: int = 0  # partial results handed to on_partial
+    prepared: int = 0  # stages' work done ahead of a save (ModelStage.ahead)
     lint_seconds: float = 0.0  # from the start of a review to its linters' result
     prompt_tokens: int = 0
     reused_tokens: int = 0
@@ -264,6 +269,20 @@ class QualityAgent:
                 self._stats.cancelled += 1
             raise
 
+    def prepare(self, request: ReviewRequest, cancel: threading.Event) -> int:
+        """Before a save (the document as opened, in idle time): the work the model stages can
+        do ahead (``ModelStage.ahead``). Returns how many stages did some."""
+        if not model_reviews(request.language_id, request.relative_path):
+            return 0
+        done = 0
+        for stage in self.model_stages():
+            if stage.ahead is not None and not cancel.is_set():
+                stage.ahead(request, cancel)
+                done += 1
+        with self._lock:
+            self._stats.prepared += done
+        return done
+
     def forget(self, uri: str) -> None:
         """Drop what is remembered of a document (on close)."""
         with self._lock:
@@ -299,6 +318,7 @@ class QualityAgent:
                 "off_category": s.off_category,
                 "categories": list(self.codes),
                 "partials": s.partials,
+                "prepared": s.prepared,
                 "lint_seconds": round(s.lint_seconds, 3),
                 "stages": {
                     name: {

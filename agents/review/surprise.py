@@ -56,12 +56,14 @@ from memlsp.agents.review.types import (
     LLM_SOURCE,
     ReviewCancelled,
     ReviewFinding,
+    ReviewRequest,
     check_cancelled,
 )
 from memlsp.config import QualityConfig
 from memlsp.models import ModelPool
 from memlsp.models.batch_decode import BatchDecoder
 from memlsp.models.kv_states import KvStates, common_prefix, shared_prefix
+from memlsp.models.prefill import BACKGROUND_BATCH
 from memlsp.models.priority import MAX_PREEMPTIONS, BackgroundPacer, Preempted
 from memlsp.models.token_pieces import token_bytes
 
@@ -163,6 +165,8 @@ class _Stats:
     evaluated_tokens: int = 0
     generated_tokens: int = 0
     reused_tokens: int = 0  # first-pass positions taken from the document's last pass
+    ahead: int = 0  # first passes scored ahead of a save (score_ahead)
+    ahead_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -213,6 +217,7 @@ class SurpriseReviewer:
             s = self._stats
             out = dict(vars(s))
         out["seconds"] = round(out["seconds"], 3)
+        out["ahead_seconds"] = round(out["ahead_seconds"], 3)
         return out
 
     # -- public ------------------------------------------------------------------------------
@@ -272,6 +277,27 @@ class SurpriseReviewer:
             self._stats.candidates += len(job.candidates)
         return job.candidates
 
+    def score_ahead(self, text: str, language_id: str, cancel: threading.Event, key: str) -> bool:
+        """The first pass over the whole of ``text`` (the document as opened), kept for its
+        next review, at background priority: it stops, keeping what it scored, when ``cancel``
+        is set or a completion wants the model. True when it ran to the end."""
+        if language_id not in LANGUAGES:
+            return False
+        try:
+            ast.parse(text)
+        except (SyntaxError, ValueError):
+            return False
+        started = time.monotonic()
+        try:
+            self._run(text, None, cancel, key, second_pass=False, ahead=True)
+            done = True
+        except (ReviewCancelled, Preempted):
+            done = False
+        with self._lock:
+            self._stats.ahead += 1
+            self._stats.ahead_seconds += time.monotonic() - started
+        return done
+
     # -- the model work ----------------------------------------------------------------------
 
     def _run(
@@ -282,6 +308,7 @@ class SurpriseReviewer:
         key: str | None,
         *,
         second_pass: bool = True,
+        ahead: bool = False,
     ) -> _Job:
         """Both passes; a background call that gives the model up to completions that want it
         and resumes after them (at most ``MAX_PREEMPTIONS`` times)."""
@@ -302,14 +329,24 @@ class SurpriseReviewer:
                 from memlsp.models.runtime import llama_cpp
 
                 try:
-                    with BatchDecoder(llama_cpp(), llama, self.batch) as decoder:
-                        self._first_pass(job, decoder, pacer, cancel)
+                    # Work ahead runs while the user types: a request waits for its batch.
+                    batch = min(self.batch, BACKGROUND_BATCH) if ahead else self.batch
+                    with BatchDecoder(llama_cpp(), llama, batch) as decoder:
+                        try:
+                            self._first_pass(job, decoder, pacer, cancel)
+                        except (ReviewCancelled, Preempted):
+                            # Work ahead keeps what it scored; a review resumes it itself.
+                            if ahead and key is not None:
+                                self._keep_pass(llama, job, key)
+                            raise
                         if key is not None and not job.kept:
                             self._keep_pass(llama, job, key)
                         if second_pass:
                             self._second_pass(job, decoder, pacer, cancel)
                     return job
                 except Preempted:
+                    if ahead:
+                        raise
                     preempted += 1
                     with self._lock:
                         self._stats.preempted += 1
@@ -421,11 +458,15 @@ class SurpriseReviewer:
 
     def _keep_pass(self, llama: Any, job: _Job, key: str) -> None:
         """Save the first pass (the cache holds it now) for the document's next review."""
-        end = int(llama.n_tokens)
+        end = min(int(llama.n_tokens), len(job.tokens))
+        if end <= 1:
+            return
         held = job.tokens[:end]
+        scored = job.need.copy()
+        scored[job.scored_to :] = False  # a pass stopped early read no logits past it
         self._states.keep(llama, key, held)
         with self._lock:
-            self._passes[key] = _Pass(job.first, np.asarray(held), job.gaps.copy(), job.need.copy())
+            self._passes[key] = _Pass(job.first, np.asarray(held), job.gaps.copy(), scored)
             self._passes.move_to_end(key)
             while len(self._passes) > SAVED_PASSES:
                 self._passes.popitem(last=False)
@@ -669,4 +710,14 @@ def surprise_stages(pool: ModelPool, config: QualityConfig) -> list[ModelStage]:
             request.text, request.language_id, work.scope.rows, cancel, request.uri
         )
 
-    return [ModelStage(SURPRISE_STAGE, run, stats=reviewer.stats)]
+    def ahead(request: ReviewRequest, cancel: threading.Event) -> None:
+        reviewer.score_ahead(request.text, request.language_id, cancel, request.uri)
+
+    return [
+        ModelStage(
+            SURPRISE_STAGE,
+            run,
+            stats=reviewer.stats,
+            ahead=ahead if config.surprise_ahead else None,
+        )
+    ]

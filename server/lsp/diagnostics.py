@@ -18,6 +18,10 @@
   again, so the pull waits for the whole review (as before staging).
 - `$/progress` while a review runs (a report after each step); cancelling the progress cancels
   the review.
+- Ahead of a save (``agents.quality.surprise_ahead``): a document opened is scored by the model
+  stages that can work ahead (the surprise review's first pass) once the editor is quiet, in
+  the review executor at background priority; a save, a close or another document opened stops
+  it (what it scored is kept). The review of the first save then evaluates only what changed.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEBOUNCE_S = 0.3
+# An editor restoring a session opens many files at once: only the last one opened is scored
+# ahead, once nothing else was opened for this long.
+AHEAD_QUIET_S = 1.0
 PULL_WAIT_S = 120.0
 _SEVERITY = {
     "error": lsp.DiagnosticSeverity.Error,
@@ -85,6 +92,7 @@ class DiagnosticsService(Feature):
             self._build_agent,
         )
         self._tasks: set[asyncio.Future[None]] = set()
+        self._ahead: tuple[str, threading.Event] | None = None  # the document scored ahead
 
     # -- agent ---------------------------------------------------------------------------
 
@@ -117,7 +125,61 @@ class DiagnosticsService(Feature):
 
     # -- events --------------------------------------------------------------------------
 
+    def document_opened(self, event: DocumentEvent) -> None:
+        self._stop_ahead(None)
+        config = self.session.config.agents.quality
+        pool = self.session.pool
+        if not (config.enabled and config.surprise and config.surprise_ahead):
+            return
+        # Like completion work-ahead, it never loads a model: a session that has not used it
+        # yet does not pay for one.
+        if pool is None or not pool.is_loaded(config.surprise_model):
+            return
+        cancel = threading.Event()
+        self._ahead = (event.uri, cancel)
+        self._spawn(self._prepare(event, cancel))
+
+    def shutdown(self) -> None:
+        self._stop_ahead(None)
+
+    def _stop_ahead(self, uri: str | None) -> None:
+        """Stop the work ahead (of ``uri`` only, unless None)."""
+        if self._ahead is not None and uri in (None, self._ahead[0]):
+            self._ahead[1].set()
+            self._ahead = None
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare(self, event: DocumentEvent, cancel: threading.Event) -> None:
+        await asyncio.sleep(AHEAD_QUIET_S)
+        path = uri_to_path(event.uri)
+        if cancel.is_set() or path is None:
+            return
+        request = ReviewRequest(
+            uri=event.uri,
+            path=str(path),
+            relative_path=self.session.relative_path(event.uri),
+            language_id=event.language_id,
+            text=event.text,
+            version=event.version or 0,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self.session.review_executor, self._prepare_blocking, request, cancel
+            )
+        except Exception:  # work ahead: never worth an error shown to the user
+            log.debug("scoring %s ahead failed", request.relative_path, exc_info=True)
+
+    def _prepare_blocking(self, request: ReviewRequest, cancel: threading.Event) -> None:
+        if not cancel.is_set():
+            self.agent().prepare(request, cancel)
+
     def document_saved(self, event: DocumentEvent) -> None:
+        self._stop_ahead(None)  # the review goes first (one executor)
         if uri_to_path(event.uri) is None:
             return  # untitled or remote documents have no file for the tools
         state = self._docs.setdefault(event.uri, DocReview())
@@ -125,11 +187,10 @@ class DiagnosticsService(Feature):
             state.cancel.set()  # a newer save supersedes the review in flight
         cancel = threading.Event()
         state.cancel, state.done, state.ready = cancel, asyncio.Event(), asyncio.Event()
-        task = asyncio.ensure_future(self._review_later(event, state, cancel))
-        self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._review_later(event, state, cancel))
 
     def document_closed(self, event: DocumentEvent) -> None:
+        self._stop_ahead(event.uri)
         state = self._docs.pop(event.uri, None)
         if state is not None and state.cancel is not None:
             state.cancel.set()

@@ -241,24 +241,41 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     reviewer.candidates(text, "python", None, cancel)
     big_s = time.perf_counter() - started
+
     # As configured (the threshold the server uses): only lines whose first-pass gap reaches
     # it get the second pass. A first save (a text the reviewer has not seen), then a save after
     # one line two thirds down changed (the document's last first pass is kept: only what
-    # follows the change is evaluated again).
-    product = SurpriseReviewer(
-        pool, args.model, args.threshold, args.top, rewrite_threshold=args.rewrite_threshold
-    )
-    configured: dict[str, float] = {}
+    # follows the change is evaluated again). Then as the server does with
+    # agents.quality.surprise_ahead: the file scored as it opened (untimed: the user reads it),
+    # then saved after one edit a third or two thirds down.
+    def product() -> SurpriseReviewer:
+        return SurpriseReviewer(
+            pool, args.model, args.threshold, args.top, rewrite_threshold=args.rewrite_threshold
+        )
+
     first = "# first save\n" + text
-    lines = first.split("\n")
-    row = len(lines) * 2 // 3
-    while not lines[row].strip():
-        row += 1
-    lines[row] = lines[row] + "  # edited"
-    for label, version in (("first_save", first), ("save_after_an_edit", "\n".join(lines))):
+
+    def edited(fraction: float) -> str:
+        lines = first.split("\n")
+        row = int(len(lines) * fraction)
+        while not lines[row].strip():
+            row += 1
+        lines[row] = lines[row] + "  # edited"
+        return "\n".join(lines)
+
+    key = "file:///150_lines.py"
+    configured: dict[str, float] = {}
+    saved = product()
+    for label, version in (("first_save", first), ("save_after_an_edit", edited(2 / 3))):
         started = time.perf_counter()
-        product.review(version, "python", None, cancel, "file:///150_lines.py")
+        saved.review(version, "python", None, cancel, key)
         configured[label] = round(time.perf_counter() - started, 3)
+    for label, fraction in (("one_third", 1 / 3), ("two_thirds", 2 / 3)):
+        ahead = product()
+        ahead.score_ahead(first, "python", cancel, key)
+        started = time.perf_counter()
+        ahead.review(edited(fraction), "python", None, cancel, key)
+        configured[f"scored_ahead_then_edit_{label}_down"] = round(time.perf_counter() - started, 3)
     pool.close()
     return {
         "model": args.model,

@@ -88,3 +88,44 @@ async def test_a_one_line_bug_gets_a_finding_whose_fix_restores_the_line(
 async def test_the_clean_original_gets_no_finding(client: LanguageClient, tmp_path: Path) -> None:
     _, diagnostics = await _reviewed(client, tmp_path / "prices.py", ORIGINAL)
     assert [d for d in diagnostics if d.code == CODE] == []
+
+
+async def test_a_file_opened_is_scored_ahead_and_its_first_save_scores_only_the_change(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    """agents.quality.surprise_ahead: a file opened is scored while the editor is quiet; the
+    bug typed into it and saved, the review evaluates only from the change on (the first pass
+    of what came before is kept) and still finds it."""
+    await _reviewed(client, tmp_path / "warm.py", ORIGINAL)  # work ahead never loads a model
+    filler = "".join(
+        f"def offset_{i}(values, step):\n    return [value + step * {i} for value in values]\n\n\n"
+        for i in range(16)
+    )
+    path = tmp_path / "ledger.py"
+    uri = open_doc(client, path, filler + ORIGINAL)
+    deadline = time.monotonic() + TIMEOUT * 5
+    while (surprise := (await status(client))["quality"]["surprise"])["ahead"] < 1:
+        assert time.monotonic() < deadline, surprise
+        await asyncio.sleep(0.3)
+    path.write_text(filler + MUTANT)
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=filler + MUTANT)],
+        )
+    )
+    before = (await status(client))["quality"]
+    client.text_document_did_save(
+        lsp.DidSaveTextDocumentParams(text_document=lsp.TextDocumentIdentifier(uri=uri))
+    )
+    while (after := (await status(client))["quality"])["stages"]["surprise"]["runs"] <= before[
+        "stages"
+    ]["surprise"]["runs"]:
+        assert time.monotonic() < deadline, after
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)  # the final publication follows the stage's end
+    reused = after["surprise"]["reused_tokens"] - before["surprise"]["reused_tokens"]
+    evaluated = after["surprise"]["evaluated_tokens"] - before["surprise"]["evaluated_tokens"]
+    assert reused > 400 and evaluated < reused, after["surprise"]
+    found = [d for d in client.diagnostics[uri] if d.code == CODE]
+    assert [d.range.start.line for d in found] == [filler.count("\n") + BUG_LINE], found

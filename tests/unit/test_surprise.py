@@ -188,6 +188,30 @@ def test_a_document_saved_again_is_scored_from_its_first_change(
     assert evaluated < from_scratch / 2, (evaluated, from_scratch)
 
 
+def test_scoring_ahead_stopped_half_way_keeps_what_it_scored(fim_model_pool: ModelPool) -> None:
+    """Work ahead (the document as opened) stopped by a save: the review that follows starts
+    from what it scored and finds what a review from scratch finds."""
+    filler = "".join(
+        f"def scale_{i}(values, k):\n    return [value * k - {i} for value in values]\n\n\n"
+        for i in range(40)
+    )
+    original, mutant = filler + ORIGINAL, filler + MUTANT
+    reviewer = SurpriseReviewer(fim_model_pool, FIM, THRESHOLD, 3)
+    key = "file:///scales.py"
+    cancel = threading.Event()
+    timer = threading.Timer(2.0, cancel.set)  # the file is ~1,300 tokens: ~10 s to score
+    timer.start()
+    try:
+        assert reviewer.score_ahead(original, "python", cancel, key) is False
+    finally:
+        timer.cancel()
+    before = reviewer.stats()
+    assert 0 < before["evaluated_tokens"] < 1000, before
+    found = reviewer.review(mutant, "python", None, threading.Event(), key)
+    assert [f.line for f in found] == [filler.count("\n") + BUG_LINE], found
+    assert reviewer.stats()["reused_tokens"] > 32
+
+
 def test_cancel_raises(reviewer: SurpriseReviewer) -> None:
     cancel = threading.Event()
     cancel.set()
