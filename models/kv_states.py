@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KvStates", "common_prefix", "shared_prefix"]
+__all__ = ["KvStates", "Snapshot", "common_prefix", "restore", "shared_prefix", "snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,46 @@ def _common(held: np.ndarray, tokens: Sequence[int] | np.ndarray) -> int:
 
 
 @dataclass
-class _Saved:
+class Snapshot:
+    """A model's cache (sequence 0) copied out, with the token record that goes with it."""
+
     tokens: np.ndarray  # what the cache held: the restored model's token record
     data: Any  # ctypes uint8 array from llama_state_seq_get_data
+
+
+def snapshot(llama: Any, max_bytes: int | None = None) -> Snapshot | None:
+    """The cache's contents now; None when it holds too little to be worth a copy, the copy
+    would exceed ``max_bytes``, or llama.cpp could not give it."""
+    n_tokens = int(llama.n_tokens)
+    if n_tokens < MIN_SAVE_TOKENS:
+        return None
+    from memlsp.models.runtime import llama_cpp
+
+    lib = llama_cpp()
+    size = int(lib.llama_state_seq_get_size(llama.ctx, 0))
+    if size <= 0 or (max_bytes is not None and size > max_bytes):
+        return None
+    data = (ctypes.c_uint8 * size)()
+    if int(lib.llama_state_seq_get_data(llama.ctx, data, size, 0)) != size:
+        return None
+    return Snapshot(np.array(llama.input_ids[:n_tokens], copy=True), data)
+
+
+def restore(llama: Any, saved: Snapshot) -> bool:
+    """Put ``saved`` back into the cache; on failure the cache is emptied (it may be half
+    written) and False returned."""
+    from memlsp.models.runtime import llama_cpp
+
+    lib = llama_cpp()
+    ok = int(lib.llama_state_seq_set_data(llama.ctx, saved.data, len(saved.data), 0)) > 0
+    n = len(saved.tokens) if ok else 0
+    if ok:
+        llama.input_ids[:n] = saved.tokens
+    else:
+        lib.llama_memory_seq_rm(lib.llama_get_memory(llama.ctx), 0, -1, -1)
+        log.warning("could not restore a saved KV state (%d bytes)", len(saved.data))
+    llama.n_tokens = n
+    return ok
 
 
 @dataclass
@@ -76,7 +113,7 @@ class KvStates:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.stats = KvStateStats()
-        self._saved: OrderedDict[str, _Saved] = OrderedDict()
+        self._saved: OrderedDict[str, Snapshot] = OrderedDict()
         self._bytes = 0
         self._model: weakref.ref[Any] | None = None
         self._owner: str | None = None  # the document whose prompt the cache holds
@@ -140,27 +177,20 @@ class KvStates:
         owner = self._owner_prompt
         if n_tokens < MIN_SAVE_TOKENS or owner is None:
             return
-        held = np.array(llama.input_ids[:n_tokens], copy=True)
+        held = np.asarray(llama.input_ids[:n_tokens])
         # Another agent on the same model may have replaced the owner's cache since: then it
         # holds someone else's prompt, not worth a slot.
         if _common(held, owner) < min(n_tokens, len(owner)) // 2:
             return
-        from memlsp.models.runtime import llama_cpp
-
-        lib = llama_cpp()
-        size = int(lib.llama_state_seq_get_size(llama.ctx, 0))
-        if size <= 0 or size > self.budget_bytes:
+        saved = snapshot(llama, self.budget_bytes)
+        if saved is None:
             return
-        data = (ctypes.c_uint8 * size)()
-        if int(lib.llama_state_seq_get_data(llama.ctx, data, size, 0)) != size:
-            with self._lock:
-                self.stats.failed += 1
-            return
+        size = len(saved.data)
         with self._lock:
             old = self._saved.pop(key, None)
             if old is not None:
                 self._bytes -= len(old.data)
-            self._saved[key] = _Saved(held, data)
+            self._saved[key] = saved
             self._bytes += size
             self.stats.saved += 1
             while self._bytes > self.budget_bytes and len(self._saved) > 1:
@@ -168,18 +198,8 @@ class KvStates:
                 self._bytes -= len(dropped.data)
 
     def _restore(self, llama: Any, key: str, *, gain: int) -> bool:
-        from memlsp.models.runtime import llama_cpp
-
-        lib = llama_cpp()
         saved = self._saved[key]
-        ok = int(lib.llama_state_seq_set_data(llama.ctx, saved.data, len(saved.data), 0)) > 0
-        n = len(saved.tokens) if ok else 0
-        if ok:
-            llama.input_ids[:n] = saved.tokens
-        else:  # the sequence may be half written: the cache holds nothing reliable
-            lib.llama_memory_seq_rm(lib.llama_get_memory(llama.ctx), 0, -1, -1)
-            log.warning("could not restore a saved KV state (%d bytes)", len(saved.data))
-        llama.n_tokens = n
+        ok = restore(llama, saved)
         with self._lock:
             if ok:
                 self._saved.move_to_end(key)

@@ -33,6 +33,7 @@ review resumes where it stopped.
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import threading
 import time
@@ -62,7 +63,7 @@ from memlsp.agents.review.types import (
 from memlsp.config import QualityConfig
 from memlsp.models import ModelPool
 from memlsp.models.batch_decode import BatchDecoder
-from memlsp.models.kv_states import KvStates, common_prefix, shared_prefix
+from memlsp.models.kv_states import KvStates, common_prefix, restore, shared_prefix, snapshot
 from memlsp.models.prefill import BACKGROUND_BATCH
 from memlsp.models.priority import MAX_PREEMPTIONS, BackgroundPacer, Preempted
 from memlsp.models.token_pieces import token_bytes
@@ -316,9 +317,13 @@ class SurpriseReviewer:
         job: _Job | None = None
         preempted = 0
         while True:
-            with self.pool.acquire(self.model) as model:
+            with self.pool.acquire(self.model) as model, contextlib.ExitStack() as leave:
                 check_cancelled(cancel)
                 llama = model.llama
+                if ahead:  # work ahead leaves the cache as it found it (a completion's prompt)
+                    found = snapshot(llama)
+                    if found is not None:
+                        leave.callback(restore, llama, found)
                 if job is None:
                     job = self._prepare(llama, model.spec, text, rows, key)
                     if key is not None:
