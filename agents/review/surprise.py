@@ -47,6 +47,7 @@ import numpy as np
 from memlsp.agents.review.quality import ModelStage, StageInput
 from memlsp.agents.review.token_scores import (
     changed_lexemes,
+    code_lexemes,
     differing_span,
     line_starts,
     log_softmax_at,
@@ -99,6 +100,7 @@ class Candidate:
     knowable: bool = True  # the change touches code the model can know (not only new names)
     same_code: bool = False  # the proposal only restyles: the file's syntax tree is unchanged
     edit: int = 0  # lexemes of code the proposal changes (token_scores.changed_lexemes)
+    cut_short: bool = False  # a rewrite below its threshold: decoding stopped (no finding)
 
     @property
     def delta(self) -> float:
@@ -118,7 +120,9 @@ class Candidate:
         """A finding: a real change the model can know that scores its threshold: a small
         edit (at most SMALL_EDIT lexemes: an operator, a name, an argument order) the lower
         one, a rewrite the higher one (bench_surprise: rewrites were most false findings)."""
-        if not (self.differs and self.parses and self.knowable) or self.same_code:
+        if self.cut_short or not (self.differs and self.parses and self.knowable):
+            return False
+        if self.same_code:
             return False
         return self.score() >= (threshold if self.edit <= SMALL_EDIT else rewrite_threshold)
 
@@ -373,6 +377,7 @@ class SurpriseReviewer:
         )
         lines = text.split("\n")
         wanted = set(range(len(lines))) if rows is None else set(rows)
+        wanted -= _import_rows(text)
         starts = line_starts(text)
         body = _tokenize(llama, text)
         spans = token_spans(text, body, lambda t: _piece(llama, t))
@@ -580,7 +585,17 @@ class SurpriseReviewer:
         proposal.append(token)
         ended = self._ends(llama, token)
         position = base
+        # Below the rewrite threshold only a small edit can be a finding: once the proposal
+        # holds more lexemes than that allows, it is a rewrite, and decoding it is wasted.
+        small_only = cand.gap < self.rewrite_threshold
+        limit = code_lexemes(cand.written) + SMALL_EDIT + 1  # + 1: a last lexeme may still merge
         while not ended and len(proposal) - k < self.max_new_tokens:
+            if small_only and code_lexemes(_line_text(llama, proposal)) > limit:
+                cand.proposal_logp = plogp
+                cand.proposal = indent + _line_text(llama, proposal)
+                cand.edit = max(changed_lexemes(cand.written, cand.proposal), SMALL_EDIT + 1)
+                cand.cut_short = True
+                return
             batch = [token, *draft[: self.batch - 1]]
             outputs = [True] * len(batch)
             with pacer.step():
@@ -623,6 +638,17 @@ class SurpriseReviewer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _import_rows(text: str) -> set[int]:
+    """The rows of import statements (0-based): never scored. Which modules a file needs is
+    not something the code around a line tells the model, and a surprising import is where a
+    new part of a file starts (bench_surprise: 3 of 338 second-pass lines, never a finding)."""
+    rows: set[int] = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            rows.update(range(node.lineno - 1, node.end_lineno or node.lineno))
+    return rows
 
 
 def _special_id(llama: Any, text: str) -> int:

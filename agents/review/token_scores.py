@@ -148,6 +148,11 @@ def differing_span(written: str, proposed: str) -> tuple[int, int, str, str]:
     return start, end, "".join(old[lo_old:hi_old]).strip(), "".join(new[lo_new:hi_new]).strip()
 
 
+def code_lexemes(text: str) -> int:
+    """Lexemes of code in ``text`` (white space aside), as ``changed_lexemes`` counts them."""
+    return sum(1 for part in _LEXEME.findall(text) if part.strip())
+
+
 def changed_lexemes(written: str, proposed: str) -> int:
     """How many lexemes of code (white space aside) ``proposed`` replaces, inserts or deletes
     in ``written``: 1 for a swapped operator or name, more for a rewrite."""

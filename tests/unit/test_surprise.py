@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from surprise_cases import BUG_LINE, MUTANT, ORIGINAL
 
-from memlsp.agents.review.surprise import SurpriseReviewer
+from memlsp.agents.review.surprise import SMALL_EDIT, SurpriseReviewer, _import_rows
 from memlsp.agents.review.token_scores import differing_span, python_unknowable
 from memlsp.agents.review.types import ReviewCancelled
 from memlsp.models import ModelPool
@@ -210,6 +210,40 @@ def test_scoring_ahead_stopped_half_way_keeps_what_it_scored(fim_model_pool: Mod
     found = reviewer.review(mutant, "python", None, threading.Event(), key)
     assert [f.line for f in found] == [filler.count("\n") + BUG_LINE], found
     assert reviewer.stats()["reused_tokens"] > 32
+
+
+def test_import_statements_are_never_scored(fim_model_pool: ModelPool) -> None:
+    """Which modules a file needs is not for the model to judge: an import where a new part of
+    the file starts (the model expected another ``def``) is no candidate."""
+    text = (
+        ORIGINAL + "\n\nfrom typing import (\n    List,\n)\n\n\ndef first(v: List[int]) -> int:\n"
+    )
+    text += "    return v[0]\n"
+    rows = _import_rows(text)
+    start = text.split("\n").index("from typing import (")
+    assert rows == {start, start + 1, start + 2}, rows
+    every_line = SurpriseReviewer(fim_model_pool, FIM, 0.0, 3, candidates=50)
+    lines = {c.line for c in every_line.candidates(text, "python", None, threading.Event())}
+    assert lines and not lines & rows, lines
+
+
+def test_a_rewrite_below_its_threshold_is_not_decoded_to_the_end(
+    fim_model_pool: ModelPool,
+) -> None:
+    """Below ``rewrite_threshold`` only a small edit can be a finding: a proposal that grows
+    past that is cut short. The same lines, and the same small edits, as without the cut."""
+    full = SurpriseReviewer(fim_model_pool, FIM, 0.0, 3, candidates=50)
+    cut = SurpriseReviewer(fim_model_pool, FIM, 0.0, 3, candidates=50, rewrite_threshold=1e9)
+    whole = full.candidates(MUTANT, "python", None, threading.Event())
+    short = cut.candidates(MUTANT, "python", None, threading.Event())
+    assert [c.line for c in whole] == [c.line for c in short]
+    assert any(c.cut_short for c in short), [(c.written, c.proposal) for c in short]
+    for a, b in zip(whole, short, strict=True):
+        if b.cut_short:
+            assert a.edit > SMALL_EDIT and not b.finds(0.0, 1e9), (a.proposal, b.proposal)
+        else:
+            assert (a.proposal, a.edit) == (b.proposal, b.edit)
+    assert cut.stats()["generated_tokens"] < full.stats()["generated_tokens"]
 
 
 def test_cancel_raises(reviewer: SurpriseReviewer) -> None:
