@@ -155,17 +155,9 @@ class DiagnosticsService(Feature):
 
     async def _prepare(self, event: DocumentEvent, cancel: threading.Event) -> None:
         await asyncio.sleep(AHEAD_QUIET_S)
-        path = uri_to_path(event.uri)
-        if cancel.is_set() or path is None:
+        request = self._request(event)
+        if cancel.is_set() or request is None:
             return
-        request = ReviewRequest(
-            uri=event.uri,
-            path=str(path),
-            relative_path=self.session.relative_path(event.uri),
-            language_id=event.language_id,
-            text=event.text,
-            version=event.version or 0,
-        )
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
@@ -222,16 +214,8 @@ class DiagnosticsService(Feature):
     async def _review(
         self, event: DocumentEvent, state: DocReview, cancel: threading.Event
     ) -> None:
-        path = uri_to_path(event.uri)
-        assert path is not None
-        request = ReviewRequest(
-            uri=event.uri,
-            path=str(path),
-            relative_path=self.session.relative_path(event.uri),
-            language_id=event.language_id,
-            text=event.text,
-            version=event.version or 0,
-        )
+        request = self._request(event)
+        assert request is not None
         timer = self.session.metrics.timer("review")
         first = self.session.metrics.timer("review_first")  # to the first publication
         progress = await start_progress(
@@ -282,6 +266,20 @@ class DiagnosticsService(Feature):
         if not state.ready.is_set():
             first("final")
         self._accept(event, state, result)
+
+    def _request(self, event: DocumentEvent) -> ReviewRequest | None:
+        """What the agent reviews of ``event``'s document; None without a file on disk."""
+        path = uri_to_path(event.uri)
+        if path is None:
+            return None
+        return ReviewRequest(
+            uri=event.uri,
+            path=str(path),
+            relative_path=self.session.relative_path(event.uri),
+            language_id=event.language_id,
+            text=event.text,
+            version=event.version or 0,
+        )
 
     def _accept(self, event: DocumentEvent, state: DocReview, result: ReviewResult) -> None:
         """Make ``result`` the document's current findings and show them to the client."""
