@@ -25,9 +25,10 @@ Costs (0.5B, 2 cores): about the file's tokens once (~120 tokens/s: a 150-line f
 plus per candidate its suffix window and a few single-token steps (~1.5 s). A document's last
 first pass is kept (its gaps, and its KV state saved out of the context): the next review of it
 evaluates only from the first token that changed (that file saved again after an edit two
-thirds down: 4.6 s instead of 10.4). The model is shared with completions: each batch is
-a background step (``priority``) that gives the model up when a completion wants it, and the
-review resumes where it stopped.
+thirds down: 2.9 s instead of 8.5), and a file opened can be scored ahead of its first save
+(``score_ahead``). Import statements are never scored. The model is shared with completions:
+each batch is a background step (``priority``) that gives the model up when a completion wants
+it, and the review resumes where it stopped.
 """
 
 from __future__ import annotations
