@@ -16,37 +16,17 @@ from typing import Any
 
 import common  # noqa: F401  (puts tests/ on the import path)
 from bench_bugs import Recorder, review, server
+from bench_surprise import edited, long_file
 from common import close_document, open_document
 from lsprotocol import types as lsp
-from mutation_cases import load_sources
 
 READ_S = 15.0  # the user reads the opened file: scoring ahead runs
-
-
-def long_file() -> str:
-    """HumanEval programs one after another, ~150 lines (bench_surprise's file)."""
-    parts, count = [], 0
-    for source in load_sources():
-        if count >= 150:
-            break
-        parts.append(source.text.rstrip() + "\n\n")
-        count += source.text.rstrip().count("\n") + 3
-    return "# first save\n" + "".join(parts)
-
-
-def edited(text: str, fraction: float) -> str:
-    lines = text.split("\n")
-    row = int(len(lines) * fraction)
-    while not lines[row].strip():
-        row += 1
-    lines[row] += "  # edited"
-    return "\n".join(lines)
 
 
 async def run() -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="memlsp-review-150-"))
     recorder = Recorder()
-    text = long_file()
+    text = "# first save\n" + long_file()  # bench_surprise's as-configured file
     out: dict[str, Any] = {"lines": text.count("\n")}
     quality = {"categories": []}
     async with server(root, recorder, agents={"quality": quality}, memory={"enabled": False}) as c:

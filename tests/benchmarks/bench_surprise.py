@@ -187,6 +187,27 @@ def calibrate(files: list[dict[str, Any]], top: int) -> dict[str, Any]:
     return out
 
 
+def long_file() -> str:
+    """A ~150-line file: HumanEval programs one after another."""
+    parts, count = [], 0
+    for source in load_sources():
+        if count >= 150:
+            break
+        parts.append(source.text.rstrip() + "\n\n")
+        count += source.text.rstrip().count("\n") + 3
+    return "".join(parts)
+
+
+def edited(text: str, fraction: float) -> str:
+    """``text`` with a comment added to the first non-blank line from ``fraction`` down."""
+    lines = text.split("\n")
+    row = int(len(lines) * fraction)
+    while not lines[row].strip():
+        row += 1
+    lines[row] = lines[row] + "  # edited"
+    return "\n".join(lines)
+
+
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     from fim_pool import fim_pool
 
@@ -230,14 +251,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         m = case.mutant
         review(case.source.name, m.kind, m.text, m.line, m.description)
         sys.stderr.write(f"{i + 1}/{len(cases)} {case.name} {times[-1]:.2f}s\n")
-    # A ~150-line file: HumanEval programs one after another.
-    big, count = [], 0
-    for source in load_sources():
-        if count >= 150:
-            break
-        big.append(source.text.rstrip() + "\n\n")
-        count += source.text.rstrip().count("\n") + 3
-    text = "".join(big)
+    text = long_file()
     started = time.perf_counter()
     reviewer.candidates(text, "python", None, cancel)
     big_s = time.perf_counter() - started
@@ -255,18 +269,10 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
     first = "# first save\n" + text
 
-    def edited(fraction: float) -> str:
-        lines = first.split("\n")
-        row = int(len(lines) * fraction)
-        while not lines[row].strip():
-            row += 1
-        lines[row] = lines[row] + "  # edited"
-        return "\n".join(lines)
-
     key = "file:///150_lines.py"
     configured: dict[str, float] = {}
     saved = product()
-    for label, version in (("first_save", first), ("save_after_an_edit", edited(2 / 3))):
+    for label, version in (("first_save", first), ("save_after_an_edit", edited(first, 2 / 3))):
         started = time.perf_counter()
         saved.review(version, "python", None, cancel, key)
         configured[label] = round(time.perf_counter() - started, 3)
@@ -274,7 +280,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         ahead = product()
         ahead.score_ahead(first, "python", cancel, key)
         started = time.perf_counter()
-        ahead.review(edited(fraction), "python", None, cancel, key)
+        ahead.review(edited(first, fraction), "python", None, cancel, key)
         configured[f"scored_ahead_then_edit_{label}_down"] = round(time.perf_counter() - started, 3)
     pool.close()
     return {
