@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from lsprotocol import types as lsp
@@ -17,6 +16,7 @@ from lsprotocol import types as lsp
 from memlsp.agents.review.quick_fix import quick_fix_edit
 from memlsp.agents.review.types import ReviewFinding
 from memlsp.base.edits import TextEdit
+from memlsp.models.abort import Cancel
 from memlsp.server.lsp.progress import start_progress
 from memlsp.server.lsp.text_sync import split_lines
 
@@ -114,7 +114,7 @@ def register(
     async def code_action_resolve(ls: MemlspServer, action: lsp.CodeAction) -> lsp.CodeAction:
         if not isinstance(action.data, dict):
             return action
-        cancel = threading.Event()
+        cancel = Cancel()  # aborts the model mid-batch too (models.abort)
         progress = await start_progress(ls, "memlsp refactor", action.title, cancel=cancel)
         timer = ls.session.metrics.timer("code_action_resolve")
         try:

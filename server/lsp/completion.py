@@ -19,6 +19,7 @@ from lsprotocol import types as lsp
 from memlsp.agents.completion.generator import Cancelled, InlineRequest, Suggestion
 from memlsp.base.context import ContextRequest
 from memlsp.models import ModelError
+from memlsp.models.abort import Cancel
 from memlsp.server.lsp.acceptance import ACCEPT_COMMAND, AcceptanceStats
 from memlsp.server.lsp.documents import cursor_text, opened_document
 from memlsp.server.lsp.feature import Feature
@@ -113,7 +114,7 @@ class CompletionService(Feature):
                 request.path, request.prefix, request.suffix, request.language_id, cursor.uri
             )
         )
-        cancel = threading.Event()
+        cancel = Cancel()  # aborts the model mid-batch too (models.abort)
         self._inflight[cursor.uri] = cancel
         first = cursor.uri not in self._asked
         self._asked.add(cursor.uri)
