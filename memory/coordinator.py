@@ -41,7 +41,7 @@ from memlsp.config.paths import make_private
 from memlsp.config.schema import MemoryConfig
 from memlsp.memory.embedder import Embedder
 from memlsp.memory.filters import FileFilter
-from memlsp.memory.indexer import Indexer, IndexProgress, manifest_path
+from memlsp.memory.indexer import Indexer, IndexProgress, lower_thread_priority, manifest_path
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.manifest import Manifest
 from memlsp.memory.records import ChunkRecord, Hit, StoreError, StoreLockedError
@@ -623,7 +623,9 @@ class WorkspaceMemory:
 
         At normal priority: opening the store is short, and a niced thread starved for
         minutes on a busy machine while holding the owner lock (a second window then waited
-        on an owner that served nothing). The indexer's passes run niced."""
+        on an owner that served nothing). The indexer's passes run niced, and so does MemOS's
+        import, before the election, holding no lock (``_import_niced``)."""
+        self._import_niced()
         preloaded = False
         lock = self._owner_lock
         assert lock is not None
@@ -646,6 +648,22 @@ class WorkspaceMemory:
                 with contextlib.suppress(Exception):
                     load_memos()
             self._closing.wait(POLL_S)
+
+    def _import_niced(self) -> None:
+        """Import MemOS in a niced thread of its own and wait for it (or for a close). The
+        import is 5-9 s of CPU in the first seconds of a session, when the editor asks its first
+        completions: at normal priority it took a share of the 2 cores from the model's threads
+        (the session's first cold request up to ~1 s slower, bench_vs_llama_server)."""
+
+        def load() -> None:
+            lower_thread_priority()
+            with contextlib.suppress(Exception):  # the store's own open reports a failure
+                load_memos()
+
+        loader = threading.Thread(target=load, name="memlsp-memory-import", daemon=True)
+        loader.start()
+        while loader.is_alive() and not self._closing.is_set():
+            loader.join(POLL_S)
 
     def _become_owner(self) -> bool:
         """Open the store and start serving and indexing; False (lock released) on failure.
