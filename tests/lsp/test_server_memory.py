@@ -121,3 +121,31 @@ async def test_saved_file_is_reindexed(client: LanguageClient, tmp_path: Path) -
     while (await status(client))["memory"]["folders"][0]["chunks"] <= before:
         assert time.monotonic() < deadline, "saved file was not indexed"
         await asyncio.sleep(0.5)
+
+
+async def test_a_request_as_the_file_opens_replaces_the_opening_search(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    """The opening search waits a moment (session.OPEN_PREFETCH_QUIET_S): the editor asking
+    at once gets its own region searched, not queued behind the file's first lines; a file
+    opened and left alone is still searched for its first lines."""
+    await _memory_folder(client, TIMEOUT * 2)
+
+    async def opening() -> tuple[int, int]:
+        counts = (await status(client))["opening_searches"]
+        return int(counts["started"]), int(counts["superseded"])
+
+    before = await opening()
+    body = "from billing.models import Invoice\n\n\ndef total(invoices):\n    "
+    uri = open_doc(client, tmp_path / "report.py", body + "\n")
+    await inline(client, uri, 4, 4)
+    await asyncio.sleep(0.5)  # past the quiet wait: a dropped opening search stays dropped
+    asked = await opening()
+    assert asked == (before[0], before[1] + 1)
+
+    open_doc(client, tmp_path / "idle.py", "import os\n\n\ndef home():\n    return os.getcwd()\n")
+    deadline = time.monotonic() + TIMEOUT
+    while (now := await opening()) == asked:
+        assert time.monotonic() < deadline, "the opening search of a quiet file never ran"
+        await asyncio.sleep(0.1)
+    assert now == (asked[0] + 1, asked[1])
