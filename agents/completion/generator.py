@@ -272,7 +272,9 @@ class GeneratorAgent:
             contextlib.ExitStack() as stack,
         ):
             drafter = self._draft_model(model, stack) if background is None else None
-            pacer = background.background(model.name, cancel) if background else None
+            pacer = (
+                background.background(model.name, cancel, llama=model.llama) if background else None
+            )
             for attempt in attempts:
                 if cancel.is_set():
                     raise Cancelled()
@@ -368,7 +370,7 @@ class GeneratorAgent:
             tokens = _fit_context(llama, prompt.tokens, self.config.max_tokens)
             self._kv(model.name).switch_to(llama, request.doc_key, tokens)
             held = common_prefix(llama, tokens)
-            pacer = priority.background(model.name, cancel)
+            pacer = priority.background(model.name, cancel, llama=model.llama)
             try:
                 done = prefill(
                     llama,

@@ -550,7 +550,10 @@ class QualityAgent:
                 check_cancelled(cancel)
                 tokens = chat_tokens(model.llama, messages)
                 pacer = priority.background(
-                    model.name, cancel, preemptible=preempted < MAX_PREEMPTIONS
+                    model.name,
+                    cancel,
+                    preemptible=preempted < MAX_PREEMPTIONS,
+                    llama=model.llama,
                 )
                 try:
                     return generate_json(

@@ -334,7 +334,7 @@ class SurpriseReviewer:
                     if key is not None:
                         self._start_from_last_pass(llama, job, key)
                 pacer = priority.background(
-                    model.name, cancel, preemptible=preempted < MAX_PREEMPTIONS
+                    model.name, cancel, preemptible=preempted < MAX_PREEMPTIONS, llama=llama
                 )
                 from memlsp.models.runtime import llama_cpp
 

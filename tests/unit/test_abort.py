@@ -6,9 +6,11 @@ import threading
 from typing import Any
 
 import numpy as np
+import pytest
 
 from memlsp.models import ModelPool, abort
 from memlsp.models.prefill import prefill
+from memlsp.models.priority import Preempted
 from memlsp.models.runtime import llama_cpp
 
 FIM = "qwen2.5-coder-0.5b"
@@ -84,3 +86,31 @@ def test_a_cancel_after_the_evaluation_aborts_nothing_later(fim_model_pool: Mode
         cancel.set()  # late: the request was answered already
         llama.eval(tokens[40:])
         assert llama.n_tokens == _held(llama) == 80
+
+
+def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
+    fim_model_pool: ModelPool,
+) -> None:
+    """A background prefill's batch is stopped when a request wants the model (it used to run
+    to its end while the request waited): Preempted, nothing of that batch kept."""
+    priority = fim_model_pool.priority
+    with fim_model_pool.acquire(FIM) as model:
+        llama = model.llama
+        tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
+        llama.reset()
+        prefill(llama, tokens[:20], abort.Cancel())
+        pacer = priority.background(model.name, threading.Event(), llama=llama)
+        aborted = priority.stats()["background_aborted"]
+
+        def want() -> None:
+            with priority.wanting(model.name):
+                pass
+
+        timer = threading.Timer(0.3, want)  # the 380-token batch takes seconds on a CPU
+        timer.start()
+        with pytest.raises(Preempted):
+            prefill(llama, tokens, threading.Event(), pacer=pacer, batch=400)
+        timer.join()
+        assert llama.n_tokens == _held(llama) == 20
+        assert priority.stats()["background_aborted"] == aborted + 1
+        assert prefill(llama, tokens, abort.Cancel()) == 20  # and the model works on
