@@ -32,7 +32,12 @@ from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLooku
 from memlsp.agents.completion.draft_model import ModelDraft, same_vocabulary
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
 from memlsp.agents.completion.fim_prompt import FimPrompt, FimPromptBuilder, FimSpecialIds
-from memlsp.agents.completion.postprocess import CompletionMode, clean_completion, decide_mode
+from memlsp.agents.completion.postprocess import (
+    CLOSERS,
+    CompletionMode,
+    clean_completion,
+    decide_mode,
+)
 from memlsp.agents.completion.relevance import CursorNames, names_of, relevant_chunks
 from memlsp.agents.completion.sticky_context import StickyContext
 from memlsp.agents.completion.token_healing import Vocabulary, split_for_healing
@@ -1028,6 +1033,13 @@ def should_stop(text: str, mode: CompletionMode, max_lines: int, line_start: str
     if text.endswith("\n\n\n"):
         return True
     body = [line for line in complete if line.strip()]
+    growing = lines[-1]
+    # A line that leaves the block is cut whatever follows on it (postprocess): its
+    # indentation is known from its first character, so stop there rather than at its end
+    # (llama-server's n_indent does the same; 2-4 tokens a multi-line answer). A closing
+    # bracket may be kept with what follows it: that line is waited for.
+    if growing.strip() and growing.lstrip()[0] not in CLOSERS:
+        body.append(growing)
     if len(body) >= 2:
         base = _indent(body[0])
         return any(_indent(line) < base for line in body[1:])

@@ -44,7 +44,7 @@ FIM_SPECIAL_TOKENS: tuple[str, ...] = (
 
 _COLON_BLOCK_LANGUAGES = frozenset({"python", "yaml"})
 _OPENERS = ("{", "(", "[", "=>")
-_CLOSERS = ")]}"
+CLOSERS = ")]}"
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 
 # Rust's lifetimes ('a) would look like unclosed char literals, so only '"' quotes there.
@@ -239,7 +239,7 @@ def _trim_block(lines: list[str], before: str, prefix: str, max_lines: int) -> l
         if block_indent is not None and indent < block_indent:
             # A closing bracket at the opener's level ends the block: keep it (duplicates of
             # a closer already in the suffix are removed later), then stop.
-            if stripped[0] in _CLOSERS and outer_indent <= indent and outer_indent < block_indent:
+            if stripped[0] in CLOSERS and outer_indent <= indent and outer_indent < block_indent:
                 kept.append(line)
             break
         kept.append(line)
@@ -262,7 +262,7 @@ def _trim_same_line_overlap(last: str, line_before: str, after: str) -> str:
         overlap = head[:k]
         if not last.endswith(overlap):
             continue
-        if all(_excess_closers(line, c) >= overlap.count(c) for c in _CLOSERS if c in overlap):
+        if all(_excess_closers(line, c) >= overlap.count(c) for c in CLOSERS if c in overlap):
             return last[:-k]
     return last
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from memlsp.agents.completion.generator import should_stop
 from memlsp.agents.completion.postprocess import (
     FIM_SPECIAL_TOKENS,
     CompletionMode,
@@ -273,3 +274,43 @@ def test_single_line_on_an_empty_line_shows_the_code_the_model_put_below_it() ->
     ) == ("y = 2;")
     # After code on the cursor line, a newline still ends the suggestion.
     assert clean_completion("\nz", prefix="x = ", suffix="\n", mode="single") == ""
+
+
+# Raw answers seen on bench_vs_llama_server (prefix ends at the cursor; "" line start: the
+# prompt was cut at the line above, see agents/blank_line).
+_STREAMED = [
+    (
+        "def f(n, m):\n    if n > m:\n        ",
+        "\n    return 1\n",
+        "",
+        "\n        return(-1)\n    else:\n",
+        "else:",
+    ),
+    (
+        "def second(lst):\n    for i in lst:\n        if i < min2:\n            ",
+        "\n",
+        "",
+        "\n            min2 = lst[i]\n    return min2\n\n",
+        "return min2",
+    ),
+    (
+        "def g(items):\n    total = sum(\n        ",
+        "\n",
+        "        ",
+        "x for x in items\n        if x > 0\n    )\n    return total\n",
+        "return total",
+    ),
+]
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "line_start", "raw", "after_stop"), _STREAMED)
+def test_generation_stops_where_the_block_is_left_and_shows_the_same(
+    prefix: str, suffix: str, line_start: str, raw: str, after_stop: str
+) -> None:
+    """should_stop fires at the first character of a line that leaves the block (not at its
+    end; a closing bracket's line is waited for): what is shown equals the whole answer's."""
+    stop = next(n for n in range(1, len(raw) + 1) if should_stop(raw[:n], "multi", 8, line_start))
+    assert after_stop not in raw[:stop]
+    shown = clean_completion(raw[:stop], prefix=prefix, suffix=suffix, mode="multi")
+    assert shown == clean_completion(raw, prefix=prefix, suffix=suffix, mode="multi")
+    assert shown
