@@ -68,7 +68,11 @@ class Embedder:
         priority = self._pool.priority
         while True:
             with self._pool.acquire(self.name) as model:
-                pacer = priority.background(model.name, self._never_cancelled)
+                # A completion or a query starting stops the embedding in flight (~40-80 ms
+                # of a chunk, done again after): typing while the workspace indexes.
+                pacer = priority.background(
+                    model.name, self._never_cancelled, llama=model.llama, stopped_by_any=True
+                )
                 try:
                     with pacer.step():
                         return self._embed_one(model.llama, text)

@@ -67,8 +67,9 @@ class Priority:
         self._settle_s = 0.0
         self._turn_waits = 0  # background steps that waited for another one's turn
         self._turn_queue: deque[object] = deque()  # background steps waiting, oldest first
-        # model -> the triggers of its preemptible background steps computing (models.abort)
-        self._stoppable: dict[str, list[Cancel]] = {}
+        # model -> its preemptible background steps computing: (trigger, whether a request on
+        # any model stops it) (models.abort)
+        self._stoppable: dict[str, list[tuple[Cancel, bool]]] = {}
         self._aborted_steps = 0
 
     @contextlib.contextmanager
@@ -76,7 +77,7 @@ class Priority:
         """An interactive request for ``model``, from before it waits for the model's lock."""
         with self._cv:
             self._wanted[model] += 1
-            stopping = list(self._stoppable.get(model, ()))
+            stopping = [trigger for trigger, _ in self._stoppable.get(model, ())]
         for trigger in stopping:  # the background step in flight ends now, not in a batch
             trigger.set()
         with self._counted(self._wanted, model):
@@ -87,6 +88,16 @@ class Priority:
         """An interactive request computing on ``model`` (it holds the model)."""
         with self._cv:
             self._running[model] += 1
+            stopping = [
+                trigger
+                for name, steps in self._stoppable.items()
+                if name != model
+                for trigger, for_any in steps
+                if for_any
+            ]
+        for trigger in stopping:  # cheap steps on other models (embeddings) end now too
+            trigger.set()
+        with self._cv:
             if self._busy_elsewhere(model):
                 started = time.monotonic()
                 self._cv.wait_for(lambda: not self._busy_elsewhere(model), SETTLE_LIMIT_S)
@@ -101,12 +112,15 @@ class Priority:
         cancel: threading.Event,
         preemptible: bool = True,
         llama: Any = None,
+        stopped_by_any: bool = False,
     ) -> BackgroundPacer:
         """A pacer for background work that holds model ``holding``. With its ``llama``, a
         request that wants the model stops the step in flight mid-graph (``models.abort``)
-        instead of waiting for it."""
+        instead of waiting for it; with ``stopped_by_any``, so does a request that starts
+        computing on another model (for steps cheap to do again: an indexing embedding, not
+        a work-ahead that a memory query would cancel on every key)."""
         stopper = for_model(llama) if llama is not None and preemptible else None
-        return BackgroundPacer(self, holding, cancel, preemptible, stopper)
+        return BackgroundPacer(self, holding, cancel, preemptible, stopper, stopped_by_any)
 
     def wait_unwanted(self, model: str, cancel: threading.Event) -> None:
         """Block until no interactive request wants ``model`` (or ``cancel``): a preempted
@@ -174,7 +188,8 @@ class Priority:
             self._background_steps[holding] += 1
             trigger = Cancel() if pacer.stopper is not None else None
             if trigger is not None:
-                self._stoppable.setdefault(holding, []).append(trigger)
+                entry = (trigger, pacer.stopped_by_any)
+                self._stoppable.setdefault(holding, []).append(entry)
         try:
             with self._counted(self._background_steps, holding):
                 if trigger is None or pacer.stopper is None:
@@ -184,7 +199,7 @@ class Priority:
         finally:
             if trigger is not None:
                 with self._cv:
-                    self._stoppable[holding].remove(trigger)
+                    self._stoppable[holding].remove(entry)
                     if not self._stoppable[holding]:
                         del self._stoppable[holding]
 
@@ -229,12 +244,14 @@ class BackgroundPacer:
         cancel: threading.Event,
         preemptible: bool,
         stopper: ComputeAbort | None = None,
+        stopped_by_any: bool = False,
     ) -> None:
         self._priority = priority
         self.holding = holding
         self.cancel = cancel
         self.preemptible = preemptible
         self.stopper = stopper
+        self.stopped_by_any = stopped_by_any
 
     def step(self) -> contextlib.AbstractContextManager[None]:
         return self._priority._step(self)

@@ -42,12 +42,19 @@ _BENIGN_LOAD_WARNINGS = (
 )
 
 
+# How llama.cpp reports a computation its abort callback stopped (GGML_STATUS_ABORTED is 1,
+# llama_decode's "aborted" is 2): what models.abort asks for on every cancel, not an error.
+_ABORTED_ENDINGS = ("failed with error 1", "compute status: 1", "ret = 2")
+
+
 def _forward(level: int, text: bytes | None, _user_data: Any) -> None:
     global _last_level
     message = (text or b"").decode("utf-8", errors="replace").rstrip("\n")
     if level != 5:
         _last_level = _LEVELS.get(level, logging.DEBUG)
         if _last_level == logging.WARNING and any(w in message for w in _BENIGN_LOAD_WARNINGS):
+            _last_level = logging.DEBUG
+        if _last_level == logging.ERROR and message.rstrip().endswith(_ABORTED_ENDINGS):
             _last_level = logging.DEBUG
     if message and llama_log.isEnabledFor(_last_level):
         llama_log.log(_last_level, "%s", message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -44,7 +45,9 @@ def _last_logits(llama: Any) -> np.ndarray:
     return np.ctypeslib.as_array(row, shape=(int(llama.n_vocab()),)).copy()
 
 
-def test_a_cancel_stops_the_prompt_inside_its_batch(fim_model_pool: ModelPool) -> None:
+def test_a_cancel_stops_the_prompt_inside_its_batch(
+    fim_model_pool: ModelPool, caplog: pytest.LogCaptureFixture
+) -> None:
     """The prompt goes in one large batch; a cancel while it computes ends it there, keeping
     none of it (with 64-token batches checked in between, the batch in flight would finish
     and stay). The cache then holds what the model's record says, and evaluating again gives
@@ -53,6 +56,7 @@ def test_a_cancel_stops_the_prompt_inside_its_batch(fim_model_pool: ModelPool) -
         llama = model.llama
         tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
         assert len(tokens) == 400
+        caplog.set_level(logging.DEBUG, logger="memlsp.llama_cpp")
         llama.reset()
         prefill(llama, tokens[:20], abort.Cancel())
         assert llama.n_tokens == _held(llama) == 20
@@ -64,6 +68,14 @@ def test_a_cancel_stops_the_prompt_inside_its_batch(fim_model_pool: ModelPool) -
         timer.join()
         assert llama.n_tokens == _held(llama) == 20
         assert abort.for_model(llama) is not None
+        # llama.cpp reports the stop as a failed computation: ours, not an error to show.
+        stopped = [
+            r
+            for r in caplog.records
+            if r.name == "memlsp.llama_cpp" and "ret = 2" in r.msg % r.args
+        ]
+        assert stopped and all(r.levelno == logging.DEBUG for r in stopped)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
         assert prefill(llama, tokens, abort.Cancel()) == 20
         assert llama.n_tokens == _held(llama) == 400
@@ -114,3 +126,37 @@ def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
         assert llama.n_tokens == _held(llama) == 20
         assert priority.stats()["background_aborted"] == aborted + 1
         assert prefill(llama, tokens, abort.Cancel()) == 20  # and the model works on
+
+
+@pytest.mark.parametrize("stopped_by_any", [True, False])
+def test_a_request_on_another_model_stops_only_steps_that_ask_for_it(
+    fim_model_pool: ModelPool, stopped_by_any: bool
+) -> None:
+    """Indexing embeddings (cheap to do again) end when a completion starts computing on
+    another model; a work-ahead on the completion model does not end for a memory query."""
+    priority = fim_model_pool.priority
+    with fim_model_pool.acquire(FIM) as model:
+        llama = model.llama
+        tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
+        llama.reset()
+        prefill(llama, tokens[:20], abort.Cancel())
+        pacer = priority.background(
+            model.name, threading.Event(), llama=llama, stopped_by_any=stopped_by_any
+        )
+
+        def other_model_request() -> None:
+            with priority.wanting("another-model"), priority.running("another-model"):
+                pass
+
+        timer = threading.Timer(0.3, other_model_request)
+        timer.start()
+        try:
+            if stopped_by_any:
+                with pytest.raises(Preempted):
+                    prefill(llama, tokens, threading.Event(), pacer=pacer, batch=400)
+                assert llama.n_tokens == _held(llama) == 20
+            else:
+                assert prefill(llama, tokens, threading.Event(), pacer=pacer, batch=400) == 20
+                assert llama.n_tokens == _held(llama) == 400
+        finally:
+            timer.join()
