@@ -61,8 +61,12 @@ SAVE_INTERVAL_S = 5.0
 # Examples of skipped files kept per reason, and failed files kept, for the status.
 EXAMPLES_PER_REASON = 3
 FAILED_SHOWN = 20
-# Below this nice value indexing competes with completions; 10 is what `nice` uses by default.
-NICENESS = 10
+# The lowest priority (19): a background Python thread holds the GIL that a completion's thread
+# takes back after each native call (several per token). At nice 10 the holder, preempted by
+# the model's threads, was slow to hand it back: measured (0.5B, 2 cores, MemOS's import in a
+# niced thread) 85-100 ms a token instead of 40, prompts +20 %; at nice 19 42 ms and +1 %
+# (SCHED_IDLE as good, but a thread starved by other processes would hold the GIL for good).
+NICENESS = 19
 # Prefix of the error shown while the store cannot take writes (cleared by the next full pass).
 PAUSED = "indexing paused"
 

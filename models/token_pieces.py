@@ -19,16 +19,40 @@ from memlsp.models.runtime import llama_cpp
 __all__ = ["detokenize", "install", "token_bytes", "vocabulary_bytes"]
 
 
+_to_piece: Callable[..., int] | None = None
+
+
+def _token_to_piece() -> Callable[..., int]:
+    """llama.cpp's ``llama_token_to_piece``, called *holding* the GIL (``ctypes.PyDLL``): it
+    copies a few bytes, and ctypes' usual release and retake of the GIL around each call costs
+    a thread switch whenever another Python thread runs. Measured: the vocabulary's 152k pieces
+    in 0.15 s either way alone, but 2.3 s instead of 0.15 while MemOS imported in a niced
+    thread (a session's first completion waited for that)."""
+    global _to_piece
+    if _to_piece is None:
+        bindings = llama_cpp().llama_cpp
+        function: Callable[..., int] = bindings.llama_token_to_piece
+        native = getattr(bindings, "_lib", None)
+        if isinstance(native, ctypes.CDLL):
+            holding = ctypes.PyDLL(native._name, handle=native._handle).llama_token_to_piece
+            holding.argtypes = function.argtypes  # type: ignore[attr-defined]
+            holding.restype = function.restype  # type: ignore[attr-defined]
+            function = holding
+        _to_piece = function
+    return _to_piece
+
+
 def _reader(llama: Any, special: bool) -> Callable[[int], bytes]:
     """Token id -> its bytes, one buffer reused, grown to the size llama.cpp reports."""
     lib = llama_cpp()
     vocab = lib.llama_model_get_vocab(llama.model)
+    to_piece = _token_to_piece()
     buffer = ctypes.create_string_buffer(64)
 
     def read(token: int) -> bytes:
         nonlocal buffer
         while True:
-            n = int(lib.llama_token_to_piece(vocab, int(token), buffer, len(buffer), 0, special))
+            n = int(to_piece(vocab, int(token), buffer, len(buffer), 0, special))
             if n >= 0:
                 return buffer.raw[:n]
             buffer = ctypes.create_string_buffer(-n)  # too small: -n bytes are needed
