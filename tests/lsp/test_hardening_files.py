@@ -401,12 +401,22 @@ def _mode(path: Path) -> int:
 
 
 def _private_tree(root: Path) -> list[str]:
-    """Entries under ``root`` (itself included) that others can use; links aside."""
+    """Entries under ``root`` (itself included) that others can use; links aside, and files
+    the store replaced meanwhile (its atomic writes rename temporary files)."""
     loose = []
     for path in [root, *root.rglob("*")]:
-        if not path.is_symlink() and _mode(path) & 0o077:
-            loose.append(f"{path} {oct(_mode(path))}")
+        try:
+            if not path.is_symlink() and _mode(path) & 0o077:
+                loose.append(f"{path} {oct(_mode(path))}")
+        except FileNotFoundError:
+            continue
     return loose
+
+
+def _memory_indexed(server: StdioServer) -> bool:
+    """The memory owns its store and has indexed the workspace (its files are all written)."""
+    folders = server.request("memlsp/status", {})["result"].get("memory", {}).get("folders", [])
+    return bool(folders) and folders[0].get("state") == "idle" and folders[0].get("lag") == 0
 
 
 def _start_with_memory(tmp_path: Path, store: Path, log_file: Path) -> StdioServer:
@@ -439,6 +449,9 @@ def test_store_cache_and_log_are_created_private_under_a_loose_umask(tmp_path: P
     server = _start_with_memory(tmp_path, store, log_file)
     try:
         _wait_for(lambda: any(store.glob("*.lock")), "the store was never created")
+        # Its collection, segments and manifest too, not only the lock (MemOS is imported
+        # before the lock is taken).
+        _wait_for(lambda: _memory_indexed(server), "the workspace was never indexed", 120)
         assert _mode(log_file) == 0o600 and _mode(log_file.parent) == 0o700
         assert _mode(tmp_path / "cache") == 0o700
         assert _mode(store) == 0o700
