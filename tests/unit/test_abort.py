@@ -100,6 +100,16 @@ def test_a_cancel_after_the_evaluation_aborts_nothing_later(fim_model_pool: Mode
         assert llama.n_tokens == _held(llama) == 80
 
 
+def _twenty_evaluated(llama: Any) -> list[int]:
+    """400 tokens of source, the cache holding the first 20: the next batch has 380 (seconds
+    of a CPU's time), so a stop 0.3 s in lands inside it."""
+    tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
+    llama.reset()
+    prefill(llama, tokens[:20], abort.Cancel())
+    assert llama.n_tokens == _held(llama) == 20
+    return [int(t) for t in tokens]
+
+
 def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
     fim_model_pool: ModelPool,
 ) -> None:
@@ -108,9 +118,7 @@ def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
     priority = fim_model_pool.priority
     with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
-        tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
-        llama.reset()
-        prefill(llama, tokens[:20], abort.Cancel())
+        tokens = _twenty_evaluated(llama)
         pacer = priority.background(model.name, threading.Event(), llama=llama)
         aborted = priority.stats()["background_aborted"]
 
@@ -137,9 +145,7 @@ def test_a_request_on_another_model_stops_only_steps_that_ask_for_it(
     priority = fim_model_pool.priority
     with fim_model_pool.acquire(FIM) as model:
         llama = model.llama
-        tokens = llama.tokenize(_SOURCE, add_bos=False)[:400]
-        llama.reset()
-        prefill(llama, tokens[:20], abort.Cancel())
+        tokens = _twenty_evaluated(llama)
         pacer = priority.background(
             model.name, threading.Event(), llama=llama, stopped_by_any=stopped_by_any
         )
