@@ -12,7 +12,7 @@ import pytest
 from memlsp.models import ModelPool, abort
 from memlsp.models.prefill import prefill
 from memlsp.models.priority import Preempted
-from memlsp.models.runtime import llama_cpp
+from memlsp.models.runtime import llama_cpp, supports_gpu_offload
 
 FIM = "qwen2.5-coder-0.5b"
 _SOURCE = b"".join(
@@ -45,6 +45,9 @@ def _last_logits(llama: Any) -> np.ndarray:
     return np.ctypeslib.as_array(row, shape=(int(llama.n_vocab()),)).copy()
 
 
+@pytest.mark.skipif(
+    supports_gpu_offload(), reason="a 380-token batch takes milliseconds on a GPU: nothing to stop"
+)
 def test_a_cancel_stops_the_prompt_inside_its_batch(
     fim_model_pool: ModelPool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -110,6 +113,9 @@ def _twenty_evaluated(llama: Any) -> list[int]:
     return [int(t) for t in tokens]
 
 
+@pytest.mark.skipif(
+    supports_gpu_offload(), reason="a 380-token batch takes milliseconds on a GPU: nothing to stop"
+)
 def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
     fim_model_pool: ModelPool,
 ) -> None:
@@ -136,6 +142,9 @@ def test_a_request_wanting_the_model_stops_the_background_step_in_flight(
         assert prefill(llama, tokens, abort.Cancel()) == 20  # and the model works on
 
 
+@pytest.mark.skipif(
+    supports_gpu_offload(), reason="a 380-token batch takes milliseconds on a GPU: nothing to stop"
+)
 @pytest.mark.parametrize("stopped_by_any", [True, False])
 def test_a_request_on_another_model_stops_only_steps_that_ask_for_it(
     fim_model_pool: ModelPool, stopped_by_any: bool
