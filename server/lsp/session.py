@@ -208,16 +208,18 @@ class Session:
         self.opening_searches["started"] += 1
         self.prefetch_context(request)
 
-    def _drop_opening_search(self, uri: str) -> None:
+    def _drop_opening_search(self, uri: str) -> bool:
+        """Forget ``uri``'s opening search if it is still due; whether it was."""
         due = self._opening_searches.pop(uri, None)
         if due is not None:
             due.cancel()
-            self.opening_searches["superseded"] += 1
+        return due is not None
 
     def prefetch_context(self, request: ContextRequest) -> None:
         """Let the slow context providers (memory search) start on ``request`` (on the loop:
         only submits work). A request for a document supersedes its opening search."""
-        self._drop_opening_search(request.uri)
+        if self._drop_opening_search(request.uri):
+            self.opening_searches["superseded"] += 1
         if self.config.agents.generator.context_tokens > 0:
             prefetch(self.features.context_providers(), request)
 
