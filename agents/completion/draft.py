@@ -25,11 +25,9 @@ DRAFT_MODES = ("prompt-lookup", "model", "off")  # agents.generator.draft
 # anywhere, so its guesses are rarely right and each wrong one costs a bigger batch.
 MAX_NGRAM = 4
 MIN_NGRAM = 2
-# Tokens guessed at once. On 2 CPU cores a batch is not free (0.5B, 1 token: 41 ms, 2: 52 ms,
-# 3: 80 ms, 7: 122 ms), and most guesses are right for one or two tokens only: start with one,
-# double while every guess is right, back to one at the first wrong one.
+# Tokens guessed at once, at most; how many of them are checked is the generator's
+# ``DraftPlanner``'s choice (a batch is not free on a CPU: agents/completion/draft_plan.py).
 MAX_DRAFT = 6
-FIRST_DRAFT = 1
 
 
 class PromptLookup:
@@ -43,7 +41,6 @@ class PromptLookup:
         max_ngram: int = MAX_NGRAM,
         min_ngram: int = MIN_NGRAM,
         max_draft: int = MAX_DRAFT,
-        first_draft: int = FIRST_DRAFT,
     ) -> None:
         """``capacity``: the most tokens the output may add to the prompt."""
         self._tokens = np.zeros(len(prompt) + capacity, dtype=np.int64)
@@ -52,8 +49,7 @@ class PromptLookup:
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
         self.max_draft = max_draft
-        self.first_draft = first_draft
-        self._draft = min(first_draft, max_draft)  # the next guess's length
+        self.matched = 0  # the length of the run of last tokens the last proposal was found by
 
     def append(self, token: int) -> None:
         if self._length == len(self._tokens):  # more than announced: grow rather than fail
@@ -62,12 +58,13 @@ class PromptLookup:
         self._length += 1
 
     def propose(self, limit: int) -> list[int]:
-        """Up to ``limit`` tokens guessed to follow (fewer after wrong guesses, see ``checked``);
-        [] when nothing matches.
+        """Up to ``limit`` tokens (and ``max_draft``) guessed to follow; [] when nothing
+        matches. ``matched`` then tells how long a run of last tokens found them.
 
         The longest run of last tokens that occurs before wins; among its occurrences the most
         recent (nearest the cursor: the suffix and the output itself, then the prefix)."""
-        limit = min(limit, self._draft)
+        limit = min(limit, self.max_draft)
+        self.matched = 0
         if limit <= 0:
             return []
         tokens = self._tokens[: self._length]
@@ -77,16 +74,10 @@ class PromptLookup:
             windows = sliding_window_view(earlier, n)
             starts = np.flatnonzero((windows == tokens[-n:]).all(axis=1))
             if starts.size:
+                self.matched = n
                 follow = int(starts[-1]) + n
                 return [int(t) for t in tokens[follow : follow + limit]]
         return []
-
-    def checked(self, drafted: int, right: int) -> None:
-        """How the last guess went: all right doubles the next length, else it starts over."""
-        if right >= drafted:
-            self._draft = min(2 * self._draft, self.max_draft)
-        else:
-            self._draft = min(self.first_draft, self.max_draft)
 
 
 class BatchVerifier(BatchDecoder):

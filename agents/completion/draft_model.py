@@ -3,7 +3,7 @@
 completion model checks them in one batch (agents/completion/draft.py's ``BatchVerifier``), so
 the text is the one plain greedy decoding gives.
 
-``ModelDraft`` has ``PromptLookup``'s interface (``append``, ``propose``, ``checked``): the
+``ModelDraft`` has ``PromptLookup``'s interface (``append``, ``propose``): the
 greedy loop stays one loop. The draft model's KV cache follows the same token sequence as the
 completion model's (the prompt, then every token picked): each ``propose`` brings it up to that
 sequence with ``prefill``, which keeps the common prefix (an earlier request's prompt while
@@ -136,7 +136,3 @@ class ModelDraft:
             llama.eval([best])
             self.evaluations += 1
         return guesses
-
-    def checked(self, drafted: int, right: int) -> None:
-        """How the last guess went. Nothing to do: the next ``propose`` drops the wrong guesses
-        from the draft model's cache (they differ from the sequence appended)."""

@@ -30,6 +30,7 @@ from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_abo
 from memlsp.agents.completion.completion_cache import CompletionCache
 from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLookup
 from memlsp.agents.completion.draft_model import ModelDraft, same_vocabulary
+from memlsp.agents.completion.draft_plan import DraftPlanner
 from memlsp.agents.completion.fences import PROSE_LANGUAGES, opens_fence
 from memlsp.agents.completion.fim_prompt import FimPrompt, FimPromptBuilder, FimSpecialIds
 from memlsp.agents.completion.postprocess import (
@@ -125,6 +126,7 @@ class GeneratorAgent:
         self._builders: dict[str, FimPromptBuilder] = {}
         self._kv_states: dict[str, KvStates] = {}  # per model name
         self._vocabularies: dict[str, Vocabulary] = {}  # per model name, for token healing
+        self._planners: dict[str, DraftPlanner] = {}  # per model name: how many guesses pay
         self._sticky = StickyContext(config.context_keep_s)
         self._lock = threading.Lock()
         self._stats = GeneratorStats()
@@ -475,6 +477,7 @@ class GeneratorAgent:
                 else model_prefix.rsplit("\n", 1)[-1],
                 draft=config.draft,
                 draft_model=draft_model,
+                planner=self._planner(model.name),
                 max_predict_ms=config.max_predict_ms,
                 kv_reuse_min_tokens=config.kv_reuse_min_tokens,
                 alternatives=request.alternatives,
@@ -565,6 +568,8 @@ class GeneratorAgent:
                 "ended_at_fence": s.ended_at_fence,
                 "drafted_tokens": s.drafted_tokens,
                 "accepted_drafts": s.accepted_drafts,
+                # per model: what each batch size costs, how often first guesses are right
+                "draft_plans": {name: p.summary() for name, p in self._planners.items()},
                 "timed_out": s.timed_out,
                 "work_ahead": s.work_ahead,
                 "work_ahead_tokens": s.work_ahead_tokens,
@@ -583,6 +588,13 @@ class GeneratorAgent:
                 if self.model_name in self._kv_states
                 else KvStates(0).stats_dict(),
             }
+
+    def _planner(self, model_name: str) -> DraftPlanner:
+        with self._lock:  # stats() reads the map from another thread
+            planner = self._planners.get(model_name)
+            if planner is None:
+                planner = self._planners[model_name] = DraftPlanner(MAX_DRAFT)
+            return planner
 
     def _kv(self, model_name: str) -> KvStates:
         with self._lock:  # stats() reads the map from another thread
@@ -794,6 +806,7 @@ def _decode(
     fences_after: str | None = None,
     draft: str = "off",
     draft_model: LoadedModel | None = None,
+    planner: DraftPlanner | None = None,
     max_predict_ms: int = 0,
     kv_reuse_min_tokens: int = 0,
     alternatives: int = 1,
@@ -807,7 +820,8 @@ def _decode(
     prompt's last line; a token that opens a markdown fence at a line start then ends the answer
     (agents.fences). ``draft``: "prompt-lookup" checks guessed tokens in batches (same text,
     agents.completion.draft); "model": the guesses of ``draft_model`` (a held model with the
-    same tokenizer, agents.completion.draft_model), or prompt-lookup's without it.
+    same tokenizer, agents.completion.draft_model), or prompt-lookup's without it; ``planner``:
+    how many prompt-lookup guesses to check (all of them without one).
     ``max_predict_ms``: past this much time after the prompt, end at
     the last line break that follows some text (0: no limit). ``kv_reuse_min_tokens``: cached
     runs kept across a deletion by shifting them (models.kv_reuse; 0: off).
@@ -868,7 +882,9 @@ def _decode(
     greedy = branch()
     others: tuple[str, ...] = ()
     with BatchVerifier(lib, llama, MAX_DRAFT + 1) as verifier:
-        drafted, accepted = _follow(llama, greedy, greedy.step(), lookup(), verifier, cancel, pacer)
+        drafted, accepted = _follow(
+            llama, greedy, greedy.step(), lookup(), verifier, cancel, pacer, planner
+        )
         generated = greedy.generated
         finished = finish or (lambda raw: raw)
         best = "" if first_logits is None or greedy.gave_up else finished(greedy.text(heal))
@@ -899,7 +915,9 @@ def _decode(
                 if not _replay(other, greedy.tokens[:lead], other_lookup):
                     break
                 token = other.pick(first)
-                counts = _follow(llama, other, token, other_lookup, verifier, cancel)
+                counts = _follow(
+                    llama, other, token, other_lookup, verifier, cancel, planner=planner
+                )
                 drafted += counts[0]
                 accepted += counts[1]
                 generated += other.generated - lead
@@ -970,6 +988,7 @@ def _follow(
     verifier: BatchVerifier,
     cancel: threading.Event,
     pacer: BackgroundPacer | None = None,
+    planner: DraftPlanner | None = None,
 ) -> tuple[int, int]:
     """Greedy decoding from ``token`` (picked, not evaluated yet) until ``greedy`` stops:
     (tokens drafted, of which right). ``pacer``: background work, one step per evaluation
@@ -979,7 +998,7 @@ def _follow(
         with pacer.step() if pacer else contextlib.nullcontext():
             if cancel.is_set():  # also set while the pacer waited
                 raise Cancelled()
-            token, counts = _follow_step(llama, greedy, token, lookup, verifier)
+            token, counts = _follow_step(llama, greedy, token, lookup, verifier, planner)
         drafted += counts[0]
         accepted += counts[1]
     return drafted, accepted
@@ -991,19 +1010,29 @@ def _follow_step(
     token: int,
     lookup: PromptLookup | ModelDraft | None,
     verifier: BatchVerifier,
+    planner: DraftPlanner | None,
 ) -> tuple[int | None, tuple[int, int]]:
     """One evaluation of ``_follow``: ``token`` alone, or with the drafts that follow it.
     Returns the next token (None: done) and (tokens drafted, of which right)."""
     guesses: list[int] = []
+    matched = 0  # prompt-lookup's run length, for the planner
     if lookup is not None:
         lookup.append(token)
         # Not while healing: those tokens are chosen among the fitting ones only.
         if not greedy.pending:
             guesses = lookup.propose(greedy.room - 1)
+        if guesses and planner is not None and isinstance(lookup, PromptLookup):
+            matched = lookup.matched
+            guesses = guesses[: planner.count(matched, len(guesses))]
+    started = time.perf_counter()
     if not guesses:
         llama.eval([token])
+        if planner is not None:
+            planner.timed(1, time.perf_counter() - started)
         return greedy.step(), (0, 0)
     picks = verifier.argmaxes([token, *guesses])
+    if planner is not None:
+        planner.timed(1 + len(guesses), time.perf_counter() - started)
     right = 0
     next_token: int | None = None
     for pick, guess in zip(picks, [*guesses, None], strict=True):
@@ -1014,7 +1043,8 @@ def _follow_step(
         lookup.append(pick)  # type: ignore[union-attr]  # guesses came from it
     # ``next_token``, when not None, is a wrong guess's correction: not evaluated yet.
     verifier.keep(1 + right)
-    lookup.checked(len(guesses), right)  # type: ignore[union-attr]
+    if planner is not None and matched:
+        planner.checked(matched, len(guesses), right)
     return next_token, (len(guesses), right)
 
 

@@ -1,9 +1,14 @@
 """Decoding speed with and without drafts (agents.generator.draft) on HumanEval-FIM holes: plain
-greedy, prompt-lookup drafts, and the 0.5B drafting for the 1.5B (agents/completion/
-draft_model.py). A probe, not a test: prints JSON.
+greedy, prompt-lookup drafts as the server checks them (a ``DraftPlanner`` kept across tasks,
+agents/completion/draft_plan.py) and checking every guess, and the 0.5B drafting for the 1.5B
+(agents/completion/draft_model.py). A probe, not a test: prints JSON.
 
     flock /tmp/memlsp-cpu.lock nice -n 5 .venv/bin/python tests/benchmarks/bench_draft.py \
-        [--tasks 10] [--threads 2] [--model qwen2.5-coder-1.5b] [--draft-model qwen2.5-coder-0.5b]
+        [--tasks 10] [--spans 0] [--threads 2] [--model qwen2.5-coder-1.5b] \
+        [--draft-model qwen2.5-coder-0.5b] [--variants off,prompt-lookup,...]
+
+``--tasks``: single-line holes; ``--spans``: multi-line random spans (HumanEval-Infilling), where
+answers are longer and repeat more of the prompt.
 
 Each answer is decoded from a KV cache that already holds its prompt (the typing case: the
 prompt was evaluated by the keystroke before, or by work-ahead), the draft model's too; the
@@ -15,6 +20,7 @@ tokens are compared with plain greedy's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import HUMANEVAL_FIM, line_hole, load_jsonl, sample
+from common import DATA, HUMANEVAL_FIM, line_hole, load_jsonl, sample
 
 from memlsp.agents.completion import draft_model as draft_model_module
+from memlsp.agents.completion.draft import MAX_DRAFT
+from memlsp.agents.completion.draft_plan import DraftPlanner
 from memlsp.agents.completion.generator import Decoded, _decode
 from memlsp.config import Config, PoolConfig, load_config
 from memlsp.models import LoadedModel, ModelPool
@@ -34,7 +42,8 @@ from memlsp.models.assembly import assemble
 from memlsp.models.kv_states import KvStates
 from memlsp.models.prefill import prefill
 
-VARIANTS = ("off", "prompt-lookup", "model", "model-p0")
+VARIANTS = ("off", "prompt-lookup", "prompt-lookup-every", "model", "model-p0")
+SPANS = DATA / "humaneval-infilling" / "HumanEval-RandomSpanInfillingLight.jsonl.gz"
 
 
 def fim_tokens(llama: Any, prefix: str, suffix: str) -> list[int]:
@@ -55,6 +64,7 @@ def run(
     tokens: list[int],
     variant: str,
     line_start: str,
+    planner: DraftPlanner,
 ) -> tuple[Decoded, float]:
     never = threading.Event()
     prefill(target.llama, tokens, never)  # warm: the prompt is in the cache
@@ -76,8 +86,9 @@ def run(
         8,
         line_start,
         never,
-        draft="model" if variant.startswith("model") else variant,
+        draft="model" if variant.startswith("model") else variant.removesuffix("-every"),
         draft_model=draft if variant.startswith("model") else None,
+        planner=planner if variant == "prompt-lookup" else None,
     )
     return decoded, time.perf_counter() - started
 
@@ -88,7 +99,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--draft-model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--spans", type=int, default=0)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    if variants[:1] != ["off"]:
+        parser.error("--variants must start with off (every variant is compared with it)")
     config = Config() if Config().models else load_config(None, user_file=Path("/no.yaml")).config
     models = {
         name: dataclasses.replace(spec, n_threads=args.threads)
@@ -97,28 +113,37 @@ def main() -> None:
     for name in (args.model, args.draft_model):
         assemble(models[name])
     rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
-    tasks = sample(rows, args.tasks)
+    holes = []
+    for task in sample(rows, args.tasks):
+        prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
+        holes.append((task["name"], prefix, suffix))
+    if args.spans:
+        spans = sample(load_jsonl(SPANS), args.spans)
+        holes += [(t["task_id"], t["prompt"], t["suffix"]) for t in spans]
     pool = ModelPool(models, PoolConfig())
-    totals = {v: {"tokens": 0, "seconds": 0.0, "drafted": 0, "accepted": 0} for v in VARIANTS}
-    identical = {v: 0 for v in VARIANTS}
+    totals = {v: {"tokens": 0, "seconds": 0.0, "drafted": 0, "accepted": 0} for v in variants}
+    identical = {v: 0 for v in variants}
+    planner = DraftPlanner(MAX_DRAFT)  # the server keeps one per model for the session
     draft_prompt_s: list[float] = []
     prompt_lengths: list[int] = []
     try:
-        with pool.acquire(args.model) as target, pool.acquire(args.draft_model) as draft:
-            for task in tasks:
-                prefix, suffix = line_hole(
-                    task["prompt"], task["suffix"], task["canonical_solution"]
-                )
+        with contextlib.ExitStack() as stack:
+            target = stack.enter_context(pool.acquire(args.model))
+            draft = target  # unused unless a "model" variant runs
+            if any(v.startswith("model") for v in variants):
+                draft = stack.enter_context(pool.acquire(args.draft_model))
+            for name, prefix, suffix in holes:
                 tokens = fim_tokens(target.llama, prefix, suffix)
                 prompt_lengths.append(len(tokens))
-                started = time.perf_counter()  # the draft model's cold prompt
-                draft.llama.n_tokens = 0
-                prefill(draft.llama, tokens, threading.Event())
-                draft_prompt_s.append(time.perf_counter() - started)
+                if draft is not target:
+                    started = time.perf_counter()  # the draft model's cold prompt
+                    draft.llama.n_tokens = 0
+                    prefill(draft.llama, tokens, threading.Event())
+                    draft_prompt_s.append(time.perf_counter() - started)
                 plain: Decoded | None = None
-                for variant in VARIANTS:
+                for variant in variants:
                     decoded, seconds = run(
-                        target, draft, tokens, variant, prefix.rsplit("\n", 1)[-1]
+                        target, draft, tokens, variant, prefix.rsplit("\n", 1)[-1], planner
                     )
                     if plain is None:
                         plain = decoded
@@ -129,7 +154,7 @@ def main() -> None:
                     total["drafted"] += decoded.drafted
                     total["accepted"] += decoded.accepted
                 print(
-                    json.dumps({"task": task["name"], "tokens": len(plain.tokens) if plain else 0}),
+                    json.dumps({"task": name, "tokens": len(plain.tokens) if plain else 0}),
                     file=sys.stderr,
                 )
     finally:
@@ -139,9 +164,12 @@ def main() -> None:
         "draft_model": args.draft_model,
         "threads": args.threads,
         "cpus": os.cpu_count(),
-        "tasks": len(tasks),
+        "tasks": args.tasks,
+        "spans": args.spans,
         "prompt_tokens_mean": round(sum(prompt_lengths) / len(prompt_lengths), 1),
-        "draft_model_cold_prompt_s_mean": round(sum(draft_prompt_s) / len(draft_prompt_s), 3),
+        "draft_model_cold_prompt_s_mean": round(sum(draft_prompt_s) / len(draft_prompt_s), 3)
+        if draft_prompt_s
+        else None,
         "p_min": draft_model_module.MODEL_P_MIN,
         "variants": {},
     }
@@ -158,8 +186,9 @@ def main() -> None:
             "accepted_per_generated": round(total["accepted"] / total["tokens"], 3)
             if total["tokens"]
             else None,
-            "identical_to_plain": f"{identical[variant]}/{len(tasks)}",
+            "identical_to_plain": f"{identical[variant]}/{len(holes)}",
         }
+    report["draft_plan"] = planner.summary()
     print(json.dumps(report, indent=2))
 
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 from fim_pool import FIM, fim_pool
 
-from memlsp.agents.completion.draft import PromptLookup
+from memlsp.agents.completion.draft import MAX_DRAFT, PromptLookup
+from memlsp.agents.completion.draft_plan import DraftPlanner
 from memlsp.agents.completion.generator import (
     Decoded,
     GeneratorAgent,
@@ -24,48 +25,40 @@ from memlsp.models.kv_states import KvStates
 
 
 def test_the_longest_recent_run_wins() -> None:
-    lookup = PromptLookup(
-        [1, 2, 3, 9, 1, 2, 7, 8, 5, 2], capacity=8, max_ngram=3, min_ngram=1, first_draft=6
-    )
+    lookup = PromptLookup([1, 2, 3, 9, 1, 2, 7, 8, 5, 2], capacity=8, max_ngram=3, min_ngram=1)
     # Only `2` matches: its most recent earlier occurrence is followed by 7 8 5 2.
     assert lookup.propose(3) == [7, 8, 5]
+    assert lookup.matched == 1
     lookup.append(3)  # `2 3` matches at the start, rather than a nearer lone `3`
     assert lookup.propose(4) == [9, 1, 2, 7]
+    assert lookup.matched == 2
     # `9 1 2` (the longest run) beats the more recent `1 2` followed by 8.
-    lookup = PromptLookup([9, 1, 2, 7, 1, 2, 8, 5, 9, 1, 2], capacity=0, min_ngram=1, first_draft=2)
+    lookup = PromptLookup([9, 1, 2, 7, 1, 2, 8, 5, 9, 1, 2], capacity=0, min_ngram=1)
     assert lookup.propose(2) == [7, 1]
+    assert lookup.matched == 3
 
 
 def test_nothing_to_propose() -> None:
     lookup = PromptLookup([1, 2, 3, 4], capacity=4, min_ngram=2)
     assert lookup.propose(5) == []  # `3 4` occurs nowhere before
+    assert lookup.matched == 0
     assert PromptLookup([5], capacity=1, min_ngram=1).propose(3) == []
     lookup = PromptLookup([1, 2, 1, 2], capacity=0, min_ngram=2, max_draft=1)
     assert lookup.propose(0) == []
     assert lookup.propose(9) == [1]  # at most max_draft
-    lookup.checked(1, 1)  # right: the next may be longer, up to max_draft
-    assert lookup.propose(9) == [1]
     lookup.append(7)  # past the announced capacity: it grows
     lookup.append(8)
     assert lookup.propose(3) == []
 
 
-def test_the_guesses_grow_while_right() -> None:
+def test_as_many_guesses_as_follow_up_to_the_limits() -> None:
     lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 1, 2], capacity=0, max_draft=4)
-    assert lookup.propose(9) == [3]
-    lookup.checked(1, 1)
-    assert lookup.propose(9) == [3, 4]
-    lookup.checked(2, 2)
-    assert lookup.propose(9) == [3, 4, 5, 6]
-    lookup.checked(4, 4)
     assert lookup.propose(9) == [3, 4, 5, 6]  # max_draft
     assert lookup.propose(2) == [3, 4]  # the caller's limit
-    lookup.checked(4, 3)
-    assert lookup.propose(9) == [3]
 
 
 def test_the_run_may_overlap_the_end() -> None:
-    lookup = PromptLookup([4, 4, 4, 4], capacity=2, min_ngram=2, max_ngram=2, first_draft=5)
+    lookup = PromptLookup([4, 4, 4, 4], capacity=2, min_ngram=2, max_ngram=2)
     assert lookup.propose(5) == [4]  # `4 4` last seen at 1, followed by the final 4
 
 
@@ -113,7 +106,14 @@ PROMPTS: list[tuple[str, str, CompletionMode]] = [
 
 
 def run(
-    pool: ModelPool, prefix: str, suffix: str, mode: CompletionMode, *, draft: str, cap: int = 0
+    pool: ModelPool,
+    prefix: str,
+    suffix: str,
+    mode: CompletionMode,
+    *,
+    draft: str,
+    cap: int = 0,
+    planner: DraftPlanner | None = None,
 ) -> Decoded:
     with pool.acquire(FIM) as model:
         llama = model.llama
@@ -137,16 +137,21 @@ def run(
             prefix.rsplit("\n", 1)[-1],
             threading.Event(),
             draft=draft,
+            planner=planner,
             max_predict_ms=cap,
         )
 
 
 @pytest.mark.model
-def test_drafts_give_the_text_and_tokens_of_plain_greedy(pool: ModelPool) -> None:
+@pytest.mark.parametrize("planned", [False, True], ids=["every-guess", "planned"])
+def test_drafts_give_the_text_and_tokens_of_plain_greedy(pool: ModelPool, planned: bool) -> None:
+    # Planned: the planner measures as it goes and checks some of the guesses, not all; the
+    # text must not depend on which.
+    planner = DraftPlanner(MAX_DRAFT) if planned else None
     drafted = accepted = 0
     for prefix, suffix, mode in PROMPTS:
-        plain = run(pool, prefix, suffix, mode, draft="off")
-        drafting = run(pool, prefix, suffix, mode, draft="prompt-lookup")
+        plain = run(pool, prefix, suffix, mode, draft="off", planner=planner)
+        drafting = run(pool, prefix, suffix, mode, draft="prompt-lookup", planner=planner)
         assert plain.drafted == 0
         assert drafting.tokens == plain.tokens, prefix
         assert drafting.text == plain.text and plain.text.strip(), prefix
@@ -170,7 +175,10 @@ def test_the_agent_answers_the_same_with_drafts_and_healing(pool: ModelPool) -> 
     drafting = agent(pool, draft="prompt-lookup", max_predict_ms=0)
     assert drafting.complete(request, threading.Event()).text == plain.text
     assert plain.text.startswith("th * shape.")
-    assert drafting.stats()["accepted_drafts"] >= 1
+    stats = drafting.stats()
+    assert stats["accepted_drafts"] >= 1
+    # The planner measured the evaluations it chose between.
+    assert float(stats["draft_plans"][FIM]["batch_ms"]["1"]) > 0
 
 
 @pytest.mark.model

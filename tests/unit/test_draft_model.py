@@ -163,7 +163,6 @@ def test_the_draft_cache_follows_the_sequence_after_rejections(pool: ModelPool) 
             wrong = (guesses[len(right)] + 1) % int(llama.n_vocab())
             for token in [*right, wrong]:
                 proposer.append(token)
-            proposer.checked(len(guesses), len(right))
             sequence += [*right, wrong]
             assert proposer.tokens == sequence
         again = proposer.propose(3)
