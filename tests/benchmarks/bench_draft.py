@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import DATA, HUMANEVAL_FIM, line_hole, load_jsonl, sample
 
 from memlsp.agents.completion import draft_model as draft_model_module
@@ -41,6 +42,7 @@ from memlsp.models import LoadedModel, ModelPool
 from memlsp.models.assembly import assemble
 from memlsp.models.kv_states import KvStates
 from memlsp.models.prefill import prefill
+from memlsp.models.runtime import llama_cpp
 
 VARIANTS = ("off", "prompt-lookup", "prompt-lookup-every", "model", "model-p0")
 SPANS = DATA / "humaneval-infilling" / "HumanEval-RandomSpanInfillingLight.jsonl.gz"
@@ -93,6 +95,27 @@ def run(
     return decoded, time.perf_counter() - started
 
 
+def divergence(
+    llama: Any, prompt: list[int], plain: tuple[int, ...], other: tuple[int, ...]
+) -> dict[str, Any]:
+    """Where a drafted answer left plain greedy's, and by how much the plain path's logits
+    preferred its token there (a near tie that a batch's arithmetic decides otherwise)."""
+    at = next(i for i, (a, b) in enumerate(zip([*plain, -1], [*other, -1], strict=False)) if a != b)
+    llama.n_tokens = 0
+    prefill(llama, prompt, threading.Event())
+    for token in plain[:at]:
+        llama.eval([token])
+    logits = np.ctypeslib.as_array(
+        llama_cpp().llama_get_logits_ith(llama.ctx, -1), shape=(int(llama.n_vocab()),)
+    )
+    mine = plain[at] if at < len(plain) else None
+    theirs = other[at] if at < len(other) else None
+    margin = None
+    if mine is not None and theirs is not None:
+        margin = round(float(logits[mine] - logits[theirs]), 4)
+    return {"at": at, "plain": mine, "drafted": theirs, "logit_margin": margin}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10)
@@ -125,6 +148,7 @@ def main() -> None:
     identical = {v: 0 for v in variants}
     planner = DraftPlanner(MAX_DRAFT)  # the server keeps one per model for the session
     draft_prompt_s: list[float] = []
+    differs: list[dict[str, Any]] = []  # answers not identical to plain greedy's
     prompt_lengths: list[int] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -148,6 +172,14 @@ def main() -> None:
                     if plain is None:
                         plain = decoded
                     identical[variant] += decoded.tokens == plain.tokens
+                    if decoded.tokens != plain.tokens:
+                        differs.append(
+                            {
+                                "task": name,
+                                "variant": variant,
+                                **divergence(target.llama, tokens, plain.tokens, decoded.tokens),
+                            }
+                        )
                     total = totals[variant]
                     total["tokens"] += decoded.generated
                     total["seconds"] += seconds
@@ -189,6 +221,7 @@ def main() -> None:
             "identical_to_plain": f"{identical[variant]}/{len(holes)}",
         }
     report["draft_plan"] = planner.summary()
+    report["differs"] = differs
     print(json.dumps(report, indent=2))
 
 
