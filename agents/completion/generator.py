@@ -26,7 +26,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_above
+from memlsp.agents.completion.blank_line import (
+    cut_at_line_above,
+    expected_start,
+    from_line_above,
+)
 from memlsp.agents.completion.completion_cache import CompletionCache
 from memlsp.agents.completion.draft import MAX_DRAFT, BatchVerifier, PromptLookup
 from memlsp.agents.completion.draft_model import ModelDraft, same_vocabulary
@@ -97,6 +101,8 @@ class GeneratorStats:
     ended_at_fence: int = 0  # answers the model ended with a markdown fence (agents.fences)
     drafted_tokens: int = 0  # guessed tokens checked in batches (agents.generator.draft)
     accepted_drafts: int = 0  # of which right
+    expected_tokens: int = 0  # a cut prompt's newline and indentation, guessed with the prompt
+    expected_right: int = 0  # of which the model picked
     timed_out: int = 0  # answers cut at a line end by agents.generator.max_predict_ms
     work_ahead: int = 0  # prompts prefilled ahead of a request (agents.generator.work_ahead)
     work_ahead_tokens: int = 0  # prompt tokens they evaluated
@@ -452,6 +458,14 @@ class GeneratorAgent:
         suffix tokens, 53.2 % with 256), and the request comes once per line, not per key."""
         config = self.config
         builder = self._builder(model)
+        expect: list[int] = []  # the newline and indentation a cut prompt's answer starts with
+        if blank_line and request.prefix.startswith(model_prefix + "\n"):
+            llama = model.llama
+            expect = expected_start(
+                request.prefix[len(model_prefix) + 1 :],
+                _tokenizer(model),
+                lambda token: token_bytes(llama, token),
+            )
         prompt, model_prefix, line_start, heal = self._prompt(
             model, request, model_prefix, chunks, blank_line=blank_line
         )
@@ -483,6 +497,7 @@ class GeneratorAgent:
                 alternatives=request.alternatives,
                 finish=finish,
                 pacer=pacer,
+                expect=expect,
             )
         except Cancelled:  # stopped in the prompt or between tokens
             raise Cancelled() from None
@@ -490,6 +505,8 @@ class GeneratorAgent:
             self._stats.ended_at_fence += decoded.fenced
             self._stats.drafted_tokens += decoded.drafted
             self._stats.accepted_drafts += decoded.accepted
+            self._stats.expected_tokens += decoded.expected
+            self._stats.expected_right += decoded.expected_right
             self._stats.timed_out += decoded.timed_out
         sizes = (len(prompt.tokens), decoded.reused, decoded.generated)
         return decoded.text, sizes, decoded.alternatives
@@ -568,6 +585,8 @@ class GeneratorAgent:
                 "ended_at_fence": s.ended_at_fence,
                 "drafted_tokens": s.drafted_tokens,
                 "accepted_drafts": s.accepted_drafts,
+                "expected_tokens": s.expected_tokens,
+                "expected_right": s.expected_right,
                 # per model: what each batch size costs, how often first guesses are right
                 "draft_plans": {name: p.summary() for name, p in self._planners.items()},
                 "timed_out": s.timed_out,
@@ -666,6 +685,8 @@ class Decoded(NamedTuple):
     timed_out: bool = False  # agents.generator.max_predict_ms cut it at a line end
     tokens: tuple[int, ...] = ()  # the tokens picked, healed ones included
     alternatives: tuple[str, ...] = ()  # finished texts of other first tokens, distinct
+    expected: int = 0  # tokens guessed with the prompt (``expect``)
+    expected_right: int = 0  # of which the model picked
 
 
 class _Greedy:
@@ -714,12 +735,13 @@ class _Greedy:
         """Tokens it may still take."""
         return self._budget - self.generated
 
-    def step(self) -> int | None:
-        """Pick from the logits of the last token evaluated: the token to evaluate next, or
-        None when the answer is complete."""
-        logits = np.ctypeslib.as_array(
-            self._lib.llama_get_logits_ith(self._llama.ctx, -1), shape=(self._n_vocab,)
-        )
+    def step(self, logits: np.ndarray[Any, Any] | None = None) -> int | None:
+        """Pick from ``logits`` (default: those of the last token evaluated): the token to
+        evaluate next, or None when the answer is complete."""
+        if logits is None:
+            logits = np.ctypeslib.as_array(
+                self._lib.llama_get_logits_ith(self._llama.ctx, -1), shape=(self._n_vocab,)
+            )
         best = self.candidates(logits, 1)
         if not best:  # no token fits the healed bytes (cannot happen with byte tokens)
             self.gave_up = True
@@ -812,6 +834,7 @@ def _decode(
     alternatives: int = 1,
     finish: Callable[[str], str] | None = None,
     pacer: BackgroundPacer | None = None,
+    expect: Sequence[int] = (),
 ) -> Decoded:
     """Greedy decoding with early stops.
 
@@ -830,18 +853,24 @@ def _decode(
     healed bytes too) are decoded the same way, each from the logits the prompt left and with
     its own ``max_predict_ms``, until that many distinct non-empty texts after ``finish`` (the
     caller's post-processing). The prompt is evaluated once: each branch's tokens are dropped
-    from the KV cache before the next. No alternatives to an empty greedy text."""
+    from the KV cache before the next. No alternatives to an empty greedy text.
+
+    ``expect``: tokens the answer likely starts with (agents.completion.blank_line), evaluated
+    in the prompt's batch and kept as far as the model picks them (none while healing)."""
     from memlsp.models.runtime import llama_cpp
 
     lib = llama_cpp()
     llama = model.llama
     tokens = _fit_context(llama, tokens, max_tokens)
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
+    if heal and vocabulary is not None:
+        expect = ()  # the first tokens are chosen among those that fit the healed bytes
+    expect = list(expect[: max(0, min(max_tokens - 1, llama.n_ctx() - len(tokens) - 1))])
     reused = prefill(
         llama,
-        tokens,
+        [*tokens, *expect],
         cancel,
-        last_for_logits=True,
+        logits_for=1 + len(expect),
         reuse_min_chunk=kv_reuse_min_tokens,
         pacer=pacer,
     )
@@ -855,8 +884,10 @@ def _decode(
     )
     if reused is None:
         raise Cancelled()
+    # After the prompt, then after each expected token.
+    rows = [_last_logits(lib, llama, row - len(expect) - 1) for row in range(len(expect) + 1)]
     # The prompt's last logits, for the alternatives' first tokens: decoding overwrites them.
-    first_logits = _last_logits(lib, llama).copy() if alternatives > 1 else None
+    first_logits = rows[0].copy() if alternatives > 1 else None
 
     def branch() -> _Greedy:  # each branch has its own budget and time cap
         pending = heal if vocabulary is not None else b""
@@ -880,10 +911,16 @@ def _decode(
         return PromptLookup(tokens, capacity=max_tokens + len(heal)) if draft != "off" else None
 
     greedy = branch()
+    picked_next, expected_right = _take_expected(greedy, rows, expect)
+    _keep_tokens(lib, llama, len(tokens) + expected_right)  # the expected tokens not picked go
+    follower = lookup()
+    if follower is not None:
+        for guessed in expect[:expected_right]:
+            follower.append(guessed)
     others: tuple[str, ...] = ()
     with BatchVerifier(lib, llama, MAX_DRAFT + 1) as verifier:
         drafted, accepted = _follow(
-            llama, greedy, greedy.step(), lookup(), verifier, cancel, pacer, planner
+            llama, greedy, picked_next, follower, verifier, cancel, pacer, planner
         )
         generated = greedy.generated
         finished = finish or (lambda raw: raw)
@@ -938,6 +975,8 @@ def _decode(
         greedy.timed_out,
         tuple(greedy.tokens),
         others,
+        len(expect),
+        expected_right,
     )
 
 
@@ -946,11 +985,28 @@ def _decode(
 MAX_ALTERNATIVE_TRIES = 8
 
 
-def _last_logits(lib: Any, llama: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """The logits after the last token evaluated (a view: llama.cpp reuses the buffer)."""
+def _last_logits(lib: Any, llama: Any, row: int = -1) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The logits after the last token evaluated (``row`` -2: the one before, in the same
+    batch; a view: llama.cpp reuses the buffer)."""
     return np.ctypeslib.as_array(
-        lib.llama_get_logits_ith(llama.ctx, -1), shape=(int(llama.n_vocab()),)
+        lib.llama_get_logits_ith(llama.ctx, row), shape=(int(llama.n_vocab()),)
     )
+
+
+def _take_expected(
+    greedy: _Greedy, rows: Sequence[np.ndarray[Any, Any]], expect: Sequence[int]
+) -> tuple[int | None, int]:
+    """Greedy's picks from the logits after the prompt and after each expected token, as far as
+    they are the expected ones: (the next token to evaluate, or None when done; how many
+    expected tokens were picked)."""
+    token = greedy.step(rows[0])
+    right = 0
+    for guess in expect:
+        if token != guess:
+            break
+        right += 1
+        token = greedy.step(rows[right])
+    return token, right
 
 
 def _text_starts_at(llama: Any, tokens: Sequence[int]) -> int | None:

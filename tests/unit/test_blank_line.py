@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from memlsp.agents.completion.blank_line import cut_at_line_above, from_line_above
+from memlsp.agents.completion.blank_line import (
+    cut_at_line_above,
+    expected_start,
+    from_line_above,
+)
 
 
 def test_the_prompt_is_cut_at_the_line_above_a_blank_cursor_line() -> None:
@@ -33,3 +37,20 @@ def test_model_output_from_the_line_above_is_placed_at_the_cursor() -> None:
     assert after_code_line("", indent) == ""
     # Unless the line above is blank: then the code is for a blank line, and ours is one.
     assert from_line_above("    return y", indent, "def f(y):\n") == "return y"
+
+
+def test_the_expected_start_is_the_newline_and_the_indentation_as_tokenized_before_code() -> None:
+    # A BPE-like split: a newline, runs of spaces, a space joined to the word after it.
+    pieces = {1: b"\n", 2: b"   ", 3: b" x", 4: b"\tx", 5: b"x", 6: b"\t"}
+
+    def tokenize(text: str) -> list[int]:
+        table = {"\n    x": [1, 2, 3], "\n\tx": [1, 4], "\nx": [1, 5], "\n\t\tx": [1, 6, 4]}
+        return table[text]
+
+    def piece(token: int) -> bytes:
+        return pieces[token]
+
+    assert expected_start("    ", tokenize, piece) == [1, 2]  # " x" goes past the indentation
+    assert expected_start("\t", tokenize, piece) == [1]
+    assert expected_start("", tokenize, piece) == [1]
+    assert expected_start("\t\t", tokenize, piece) == [1, 6]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fim_pool import FIM, fim_pool
 
+from memlsp.agents.completion.blank_line import expected_start
 from memlsp.agents.completion.draft import MAX_DRAFT, PromptLookup
 from memlsp.agents.completion.draft_plan import DraftPlanner
 from memlsp.agents.completion.generator import (
@@ -22,6 +23,7 @@ from memlsp.agents.completion.postprocess import CompletionMode
 from memlsp.config import Config
 from memlsp.models import ModelPool
 from memlsp.models.kv_states import KvStates
+from memlsp.models.token_pieces import token_bytes
 
 
 def test_the_longest_recent_run_wins() -> None:
@@ -114,6 +116,7 @@ def run(
     draft: str,
     cap: int = 0,
     planner: DraftPlanner | None = None,
+    expect: list[int] | None = None,
 ) -> Decoded:
     with pool.acquire(FIM) as model:
         llama = model.llama
@@ -139,6 +142,7 @@ def run(
             draft=draft,
             planner=planner,
             max_predict_ms=cap,
+            expect=expect or (),
         )
 
 
@@ -159,6 +163,29 @@ def test_drafts_give_the_text_and_tokens_of_plain_greedy(pool: ModelPool, planne
         drafted += drafting.drafted
         accepted += drafting.accepted
     assert accepted >= 5, (accepted, drafted)  # the guesses were used, not only checked
+
+
+@pytest.mark.model
+def test_the_expected_start_gives_the_text_and_tokens_of_plain_greedy(pool: ModelPool) -> None:
+    # A cursor on a blank line in the function: the prompt cut at the end of the line above.
+    prefix, suffix = PROMPTS[0][0].rstrip("\n"), PROMPTS[0][1]
+    with pool.acquire(FIM) as model:
+        llama = model.llama
+        expect = expected_start(
+            "        ",
+            lambda text: list(llama.tokenize(text.encode(), add_bos=False)),
+            lambda token: token_bytes(llama, token),
+        )
+    assert len(expect) == 2  # the newline, then seven spaces (the eighth goes with the word)
+    plain = run(pool, prefix, suffix, "multi", draft="off")
+    assert list(plain.tokens[:2]) == expect and (plain.expected, plain.expected_right) == (0, 0)
+    guessed = run(pool, prefix, suffix, "multi", draft="off", expect=expect)
+    assert guessed.tokens == plain.tokens and guessed.text == plain.text
+    assert (guessed.expected, guessed.expected_right) == (2, 2)
+    # Guessed wrong (a blank line first): the wrong guess goes, the text is the same.
+    wrong = run(pool, prefix, suffix, "multi", draft="prompt-lookup", expect=[expect[0]] * 2)
+    assert wrong.tokens == plain.tokens and wrong.text == plain.text
+    assert (wrong.expected, wrong.expected_right) == (2, 1)
 
 
 def agent(pool: ModelPool, **changes: object) -> GeneratorAgent:
