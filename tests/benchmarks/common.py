@@ -4,26 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import random
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
 REPO = Path(__file__).resolve().parents[2]
-# The tests' helpers (lsp_helpers, fim_pool, embedding_pool, soak_driver, protocol_fuzzing) sit
-# in tests/: importable here as pytest's `pythonpath` makes them for the tests.
 TESTS = REPO / "tests"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+
+
+class _TestHelpers(importlib.abc.MetaPathFinder):
+    """Finds the tests' helper modules (tests/*.py: lsp_helpers, fim_pool, embedding_pool,
+    soak_driver, protocol_fuzzing, ...) for benchmarks run as scripts, as pytest's
+    ``pythonpath`` does for the tests. Last on ``sys.meta_path`` and without touching
+    ``sys.path``: only names nothing else provides, so nothing installed is shadowed."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if path is not None or "." in name:
+            return None
+        candidate = TESTS / f"{name}.py"
+        return (
+            importlib.util.spec_from_file_location(name, candidate) if candidate.is_file() else None
+        )
+
+
+if not any(isinstance(finder, _TestHelpers) for finder in sys.meta_path):
+    sys.meta_path.append(_TestHelpers())
 DATA = REPO.parent / "shared" / "data"
 HUMANEVAL_FIM = DATA / "humaneval-fim" / "humaneval-fim.jsonl.gz"
 HUMANEVAL_SINGLE = DATA / "humaneval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
