@@ -219,8 +219,9 @@ class GeneratorConfig:
             "model",
             "off",
             doc="guess the next tokens, check them in one batch: same text. prompt-lookup: "
-            "from the prompt; model: draft_model's greedy tokens (prompt-lookup's where it "
-            "cannot: not smaller, another tokenizer, no room in pool.memory_budget_mb)",
+            "from the prompt, as many as pay on this machine; model: draft_model's greedy "
+            "tokens (prompt-lookup's where it cannot: not smaller, another tokenizer, no room in "
+            "pool.memory_budget_mb)",
         ),
     )
     draft_model: str = field(
