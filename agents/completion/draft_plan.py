@@ -19,10 +19,13 @@ than no drafts at all, while a GPU gains 13 % from long batches.
 So ``DraftPlanner`` (one per model) measures what each batch size costs (the median of its last
 evaluations) and counts, per match length and guess position, how often a guess there was right;
 for each proposal it checks the number of guesses that gives the most tokens per second:
-(1 + q1 + q1 q2 + ...) / cost(1 + guesses). Sizes not measured yet are assumed cheap, so each is
-tried; a size measured fewer than MIN_SAMPLES times counts at most at that assumption (one slow
-batch does not rule it out). Every EXPLORE_EVERY-th proposal that nothing pays for is checked
-with one guess anyway, so a codebase that repeats itself more than the priors say is noticed.
+(1 + q1 + q1 q2 + ...) / cost(1 + guesses). Learning is left to background decoding (the next
+suggestion computed ahead), where a wasted batch costs nobody a wait: there, sizes not measured
+yet are assumed cheap (PRIOR_SLOPE), so each gets tried, and every EXPLORE_EVERY-th proposal
+that nothing pays for is checked with one guess anyway, so a codebase that repeats itself more
+than the priors say is noticed. A request someone waits for assumes what a CPU measures
+(CAUTIOUS_SLOPE) until a size is measured. A size measured fewer than MIN_SAMPLES times counts
+at most at the assumption (one slow batch does not rule it out).
 Simulated on the same answers: the 1.5B's decoding 0.99x of no drafts on lines (the earlier
 rule: 1.04x) and 0.93x on spans (0.97x); the 0.5B 0.99x / 0.93x; a GPU's cost table 0.95x /
 0.83x.
@@ -34,7 +37,7 @@ import statistics
 from collections import deque
 from typing import Any
 
-__all__ = ["EXPLORE_EVERY", "MIN_SAMPLES", "PRIOR_RIGHT", "DraftPlanner"]
+__all__ = ["CAUTIOUS_SLOPE", "EXPLORE_EVERY", "MIN_SAMPLES", "PRIOR_RIGHT", "DraftPlanner"]
 
 # Share of right guesses assumed before any is checked, by the length of the run of last
 # tokens they were found by (the 1.5B's answers above); longer runs count as the longest.
@@ -44,9 +47,11 @@ PRIOR_WEIGHT = 4.0
 # Past this many guesses checked at a position, old counts fade (halved): the share follows
 # the code being written.
 FADE_AFTER = 256
-# A batch of n tokens is assumed to cost 1 + PRIOR_SLOPE * (n - 1) single evaluations until
-# measured: cheaper than on a CPU, so that each size gets tried.
+# A batch of n tokens is assumed to cost 1 + slope * (n - 1) single evaluations until measured:
+# in background decoding cheaper than on a CPU, so that each size gets tried; in a request
+# about what 2 CPU cores measure (above), so that nobody waits for the trial.
 PRIOR_SLOPE = 0.15
+CAUTIOUS_SLOPE = 0.5
 # Evaluations kept per batch size; below MIN_SAMPLES a size counts at most its assumed cost.
 SAMPLES = 5
 MIN_SAMPLES = 2
@@ -71,22 +76,23 @@ class DraftPlanner:
         }
         self._skipped = 0  # proposals checked with no guess since the last exploration
 
-    def count(self, matched: int, offered: int) -> int:
-        """How many of ``offered`` guesses, found by a run of ``matched`` last tokens, to check."""
+    def count(self, matched: int, offered: int, *, explore: bool = False) -> int:
+        """How many of ``offered`` guesses, found by a run of ``matched`` last tokens, to check.
+        ``explore``: background decoding, where trying what is not measured yet costs no wait."""
         offered = min(offered, self.max_draft)
         if offered <= 0:
             return 0
         matched = self._row(matched)
-        single = self._cost(1)
-        best, best_rate = 0, 1.0 / single
+        slope = PRIOR_SLOPE if explore else CAUTIOUS_SLOPE
+        best, best_rate = 0, 1.0 / self._cost(1, slope)
         expected = chance = 1.0
         for guesses in range(1, offered + 1):
             chance *= self._share(matched, guesses)
             expected += chance
-            rate = expected / self._cost(1 + guesses)
+            rate = expected / self._cost(1 + guesses, slope)
             if rate > best_rate:
                 best, best_rate = guesses, rate
-        if best == 0:
+        if best == 0 and explore:
             self._skipped += 1
             if self._skipped >= EXPLORE_EVERY:
                 self._skipped = 0
@@ -133,13 +139,14 @@ class DraftPlanner:
     def _share(self, matched: int, position: int) -> float:
         return self._right[matched][position] / self._checked[matched][position]
 
-    def _cost(self, size: int) -> float:
-        """Seconds a batch of ``size`` costs; in single evaluations while none is measured."""
+    def _cost(self, size: int, slope: float) -> float:
+        """Seconds a batch of ``size`` costs; in single evaluations while none is measured.
+        ``slope``: what an unmeasured size is assumed to cost (see PRIOR_SLOPE)."""
         singles = self._times[1]
         if not singles:
-            return 1.0 + PRIOR_SLOPE * (size - 1)
+            return 1.0 + slope * (size - 1)
         single = statistics.median(singles)
-        assumed = single * (1.0 + PRIOR_SLOPE * (size - 1))
+        assumed = single * (1.0 + slope * (size - 1))
         if size == 1:
             return single
         times = self._times[size]

@@ -1054,7 +1054,9 @@ def _follow(
         with pacer.step() if pacer else contextlib.nullcontext():
             if cancel.is_set():  # also set while the pacer waited
                 raise Cancelled()
-            token, counts = _follow_step(llama, greedy, token, lookup, verifier, planner)
+            token, counts = _follow_step(
+                llama, greedy, token, lookup, verifier, planner, explore=pacer is not None
+            )
         drafted += counts[0]
         accepted += counts[1]
     return drafted, accepted
@@ -1067,9 +1069,12 @@ def _follow_step(
     lookup: PromptLookup | ModelDraft | None,
     verifier: BatchVerifier,
     planner: DraftPlanner | None,
+    *,
+    explore: bool = False,
 ) -> tuple[int | None, tuple[int, int]]:
     """One evaluation of ``_follow``: ``token`` alone, or with the drafts that follow it.
-    Returns the next token (None: done) and (tokens drafted, of which right)."""
+    Returns the next token (None: done) and (tokens drafted, of which right). ``explore``:
+    background decoding, where the planner may try what it has not measured."""
     guesses: list[int] = []
     matched = 0  # prompt-lookup's run length, for the planner
     if lookup is not None:
@@ -1079,7 +1084,7 @@ def _follow_step(
             guesses = lookup.propose(greedy.room - 1)
         if guesses and planner is not None and isinstance(lookup, PromptLookup):
             matched = lookup.matched
-            guesses = guesses[: planner.count(matched, len(guesses))]
+            guesses = guesses[: planner.count(matched, len(guesses), explore=explore)]
     started = time.perf_counter()
     if not guesses:
         llama.eval([token])

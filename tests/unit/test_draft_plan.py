@@ -23,9 +23,13 @@ def measured(costs: dict[int, float], times: int = MIN_SAMPLES) -> DraftPlanner:
     return planner
 
 
-def test_before_any_measurement_good_guesses_are_checked() -> None:
+def test_before_any_measurement_background_decoding_tries_longer_batches() -> None:
     planner = DraftPlanner(6)
-    assert planner.count(4, 6) >= 2  # long runs: most guesses right (prior)
+    # Long runs: most guesses right (prior). In the background, batches assumed cheap: tried.
+    assert planner.count(4, 6, explore=True) >= 3
+    # A request someone waits for assumes a CPU's costs: one guess, none of a short run's.
+    assert planner.count(4, 6) == 1
+    assert planner.count(2, 6) == 0
     assert planner.count(4, 0) == 0
 
 
@@ -49,8 +53,10 @@ def test_guesses_found_wrong_stop_being_checked() -> None:
     for _ in range(40):
         planner.checked(4, 3, 0)
     assert planner.count(4, 6) == 0
-    # ... but now and then one is checked, to notice when the code starts repeating itself.
-    counts = [planner.count(4, 6) for _ in range(EXPLORE_EVERY)]
+    # ... but now and then one is checked in the background, to notice when the code starts
+    # repeating itself; never in a request.
+    assert [planner.count(4, 6) for _ in range(2 * EXPLORE_EVERY)] == [0] * 2 * EXPLORE_EVERY
+    counts = [planner.count(4, 6, explore=True) for _ in range(EXPLORE_EVERY)]
     assert counts.count(1) == 1 and counts.count(0) == EXPLORE_EVERY - 1
 
 
@@ -65,10 +71,10 @@ def test_guesses_found_right_are_checked_more() -> None:
 def test_one_slow_batch_does_not_rule_a_size_out() -> None:
     planner = measured({1: 83}, times=1)
     planner.timed(4, 2.0)  # a batch slowed by something else on the machine
-    assert planner.count(4, 3) == 3
+    assert planner.count(4, 3, explore=True) == 3
     planner.timed(4, 2.0)
     planner.timed(4, 2.0)  # measured slow three times: it is slow
-    assert planner.count(4, 3) < 3
+    assert planner.count(4, 3, explore=True) < 3
 
 
 def test_summary_reports_the_measurements() -> None:
