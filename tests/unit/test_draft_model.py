@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from test_draft_decoding import PROMPTS
 
+from memlsp.agents.completion.draft import MAX_DRAFT
 from memlsp.agents.completion.draft_model import ModelDraft, same_vocabulary
 from memlsp.agents.completion.generator import (
     Cancelled,
@@ -230,6 +231,10 @@ def test_no_draft_model_where_it_would_unload_another(caplog: pytest.LogCaptureF
         prefix, suffix, _ = HOLES[0]
         request = InlineRequest("file:///t.py", "t.py", "python", prefix, suffix)
         generator = agent(small, draft="model", max_predict_ms=0)
+        # As measured where batches cost about one evaluation: prompt-lookup's guesses pay.
+        for size in range(1, MAX_DRAFT + 2):
+            for _ in range(3):
+                generator._planner(TARGET).timed(size, 0.01)
         with caplog.at_level(logging.INFO, logger="memlsp.agents.completion.generator"):
             assert generator.complete(request, threading.Event()).text
             generator.complete(
