@@ -26,9 +26,10 @@ that nothing pays for is checked with one guess anyway, so a codebase that repea
 than the priors say is noticed. A request someone waits for assumes what a CPU measures
 (CAUTIOUS_SLOPE) until a size is measured. A size measured fewer than MIN_SAMPLES times counts
 at most at the assumption (one slow batch does not rule it out).
-Simulated on the same answers: the 1.5B's decoding 0.99x of no drafts on lines (the earlier
-rule: 1.04x) and 0.93x on spans (0.97x); the 0.5B 0.99x / 0.93x; a GPU's cost table 0.95x /
-0.83x.
+Simulated on the same answers with trials allowed everywhere: the 1.5B's decoding 0.99x of no
+drafts on lines (the earlier rule: 1.04x) and 0.93x on spans (0.97x); the 0.5B 0.98x / 0.93x; a
+GPU's cost table 0.95x / 0.83x. With no background decoding at all (so no trials), the 1.5B's
+spans 0.97x and the GPU's 0.89x: the price of sparing requests the trials.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class DraftPlanner:
         longest = max(PRIOR_RIGHT)
         self._checked = {n: [PRIOR_WEIGHT] * (max_draft + 1) for n in range(1, longest + 1)}
         self._right = {
-            n: [PRIOR_RIGHT.get(max(n, min(PRIOR_RIGHT)), 0.0) * PRIOR_WEIGHT] * (max_draft + 1)
+            n: [PRIOR_RIGHT[max(n, min(PRIOR_RIGHT))] * PRIOR_WEIGHT] * (max_draft + 1)
             for n in range(1, longest + 1)
         }
         self._skipped = 0  # proposals checked with no guess since the last exploration

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,7 @@ from memlsp.models.priority import BackgroundPacer, Preempted, Priority
 from memlsp.models.token_pieces import token_bytes, vocabulary_bytes
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Cancelled(Exception):
@@ -609,18 +610,20 @@ class GeneratorAgent:
             }
 
     def _planner(self, model_name: str) -> DraftPlanner:
-        with self._lock:  # stats() reads the map from another thread
-            planner = self._planners.get(model_name)
-            if planner is None:
-                planner = self._planners[model_name] = DraftPlanner(MAX_DRAFT)
-            return planner
+        return self._per_model(self._planners, model_name, lambda: DraftPlanner(MAX_DRAFT))
 
     def _kv(self, model_name: str) -> KvStates:
-        with self._lock:  # stats() reads the map from another thread
-            kv = self._kv_states.get(model_name)
-            if kv is None:
-                kv = self._kv_states[model_name] = KvStates(self.config.kv_state_mb << 20)
-            return kv
+        return self._per_model(
+            self._kv_states, model_name, lambda: KvStates(self.config.kv_state_mb << 20)
+        )
+
+    def _per_model(self, table: dict[str, _T], model_name: str, make: Callable[[], _T]) -> _T:
+        """``table``'s entry for the model, made on first use."""
+        with self._lock:  # stats() reads the maps from another thread
+            entry = table.get(model_name)
+            if entry is None:
+                entry = table[model_name] = make()
+            return entry
 
     def _vocabulary(self, model: LoadedModel) -> Vocabulary:
         """The model's token bytes (built once per model: ~0.6 s for 152k tokens)."""
@@ -865,7 +868,8 @@ def _decode(
     restored = kv_states.switch_to(llama, doc_key, tokens)  # a file switched back to starts warm
     if heal and vocabulary is not None:
         expect = ()  # the first tokens are chosen among those that fit the healed bytes
-    expect = list(expect[: max(0, min(max_tokens - 1, llama.n_ctx() - len(tokens) - 1))])
+    # Within the answer's budget; _fit_context left the context room for all of it.
+    expect = list(expect[: max(0, max_tokens - 1)])
     reused = prefill(
         llama,
         [*tokens, *expect],
@@ -912,7 +916,8 @@ def _decode(
 
     greedy = branch()
     picked_next, expected_right = _take_expected(greedy, rows, expect)
-    _keep_tokens(lib, llama, len(tokens) + expected_right)  # the expected tokens not picked go
+    if expected_right < len(expect):  # the expected tokens not picked go
+        _keep_tokens(lib, llama, len(tokens) + expected_right)
     follower = lookup()
     if follower is not None:
         for guessed in expect[:expected_right]:
