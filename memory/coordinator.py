@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from memlsp.base.context import ContextRequest
 from memlsp.config.paths import make_private
 from memlsp.config.schema import MemoryConfig
 from memlsp.memory.embedder import Embedder
@@ -44,6 +45,7 @@ from memlsp.memory.filters import FileFilter
 from memlsp.memory.indexer import Indexer, IndexProgress, lower_thread_priority, manifest_path
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.manifest import Manifest
+from memlsp.memory.names import SearchNeeds
 from memlsp.memory.records import ChunkRecord, Hit, StoreError, StoreLockedError
 from memlsp.memory.retrieval import HybridSearch, MemoryContextProvider
 from memlsp.memory.store import MemoryStore, default_store_path, load_memos, workspace_key
@@ -67,6 +69,7 @@ MAX_QUERY_CHARS = 65536
 MAX_K = 100
 MAX_NAMES = 32  # definitions_of in one search
 MAX_NAME_CHARS = 200
+MAX_NEEDED = 1024  # names, words or uses in one could_match (beyond: not asked, search)
 # A client checks the lock this often: the takeover delay after the owner dies.
 POLL_S = 0.5
 # Waiting for a store another process still holds (e.g. a dead owner's optimizer child).
@@ -188,6 +191,47 @@ def _path_arg(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_PATH_CHARS or "\0" in value:
         raise ValueError(f"{name}: a path of at most {MAX_PATH_CHARS} characters")
     return value
+
+
+def _fits(needs: SearchNeeds) -> bool:
+    """Whether ``needs`` crosses the socket whole (a part left out could be the match)."""
+    return len(needs.typed) <= MAX_NAME_CHARS and all(
+        len(group) <= MAX_NEEDED and all(len(n) <= MAX_NAME_CHARS for n in group)
+        for group in (needs.names, needs.words, needs.uses)
+    )
+
+
+def _needs_to_json(needs: SearchNeeds) -> dict[str, Any]:
+    return {
+        "names": sorted(needs.names),
+        "typed": needs.typed,
+        "words": sorted(needs.words),
+        "uses": sorted(needs.uses),
+    }
+
+
+def _needs_from_json(request: dict[str, Any]) -> SearchNeeds:
+    groups: list[frozenset[str]] = []
+    for key in ("names", "words", "uses"):
+        value = request.get(key)
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_NEEDED
+            or not all(isinstance(n, str) and len(n) <= MAX_NAME_CHARS for n in value)
+        ):
+            raise ValueError(f"{key}: at most {MAX_NEEDED} names of {MAX_NAME_CHARS} characters")
+        groups.append(frozenset(value))
+    typed = request.get("typed")
+    if not isinstance(typed, str) or len(typed) > MAX_NAME_CHARS:
+        raise ValueError(f"typed: a name of at most {MAX_NAME_CHARS} characters")
+    return SearchNeeds(groups[0], typed, groups[1], groups[2])
+
+
+def _owner_could_match(owned: _Owned, needs: SearchNeeds, exclude_path: str | None) -> bool:
+    """The owner's answer: unknown (True) until the lexical index holds the stored chunks."""
+    if not owned.indexer.lexical_loaded.is_set():
+        return True
+    return owned.search.lexical.could_match(needs, exclude_path)
 
 
 class _Server:
@@ -408,8 +452,13 @@ class WorkspaceMemory:
         config: MemoryConfig,
         pool: ModelPool,
         on_progress: Callable[[IndexProgress], None] | None = None,
+        needs_of: Callable[[ContextRequest], SearchNeeds | None] | None = None,
     ) -> None:
+        """``needs_of``: what a cursor could use from the memory, when only chunks that serve
+        it would reach the prompt (the completion's relevance filter): a search then waits
+        for ``could_match`` and is skipped when no stored chunk could."""
         self.root = Path(os.path.abspath(root))
+        self._needs_of = needs_of
         self.config = config
         self.embedder = Embedder(pool)
         self._on_progress = on_progress
@@ -519,6 +568,31 @@ class WorkspaceMemory:
             self._set_error(f"search failed: {type(exc).__name__}: {exc}")
         return []
 
+    def could_match(self, needs: SearchNeeds, exclude_path: str | None = None) -> bool:
+        """Whether a stored chunk outside ``exclude_path`` could serve ``needs``
+        (memory/names.py); True whenever that cannot be told (no memory yet, the lexical index
+        still loading, a failure, an owner too old to know): then the search runs."""
+        if not _fits(needs):
+            return True
+        exclude = self._relative_or_none(exclude_path)
+        try:
+            owned = self._owned
+            if self._role == "owner" and owned is not None:
+                return _owner_could_match(owned, needs, exclude)
+            if self._role == "client" and self._client is not None:
+                raw = self._client.request(
+                    "could_match",
+                    self.config.ipc_timeout_ms / 1000,
+                    exclude_path=exclude,
+                    **_needs_to_json(needs),
+                )
+                return raw.get("could") is not False
+        except _OwnerUnavailable as exc:
+            self._ipc_failed(exc)
+        except Exception:
+            log.debug("memory could_match failed; searching", exc_info=True)
+        return True
+
     def context_provider(self) -> MemoryContextProvider:
         with self._lock:
             if self._provider is None:
@@ -527,6 +601,8 @@ class WorkspaceMemory:
                     k=self.config.search_k,
                     budget_s=self.config.context_budget_ms / 1000,
                     relative=self._relative,
+                    could_match=self.could_match,
+                    needs_of=self._needs_of,
                 )
             return self._provider
 
@@ -552,6 +628,7 @@ class WorkspaceMemory:
                 "over_budget": provider.over_budget,
                 "kept": provider.kept,
                 "typed_lookups": provider.typed_lookups,
+                "skipped": provider.skipped,
             }
         try:
             if self._role == "owner":
@@ -844,6 +921,13 @@ class WorkspaceMemory:
             owned = self._owned
             hits = owned.search.search(query, k, exclude, names) if owned is not None else []
             return {"hits": [_hit_to_json(h) for h in hits]}
+        if op == "could_match":
+            exclude = request.get("exclude_path")
+            if exclude is not None:
+                exclude = _path_arg(exclude, "exclude_path")
+            needs = _needs_from_json(request)
+            owned = self._owned
+            return {"could": owned is None or _owner_could_match(owned, needs, exclude)}
         if op in ("changed", "deleted", "renamed", "reindex"):
             self._apply(op, request)
             return {}

@@ -127,6 +127,9 @@ class Indexer:
         self.filter = file_filter
         self.manifest = manifest or Manifest.load(manifest_path(store), store.collection)
         self.lexical = lexical if lexical is not None else LexicalIndex()
+        # Set once ``lexical`` holds what the store held at the start: until then it cannot
+        # say that no stored chunk matches (memory/names.py).
+        self.lexical_loaded = threading.Event()
         self._on_progress = on_progress
         self._cv = threading.Condition()
         self._pending: OrderedDict[str, Op] = OrderedDict()
@@ -306,6 +309,7 @@ class Indexer:
         try:
             self._set_state("loading")
             self._load()
+            self.lexical_loaded.set()
             while True:
                 job = self._next_job()
                 if job is None:

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memlsp.memory.chunker import identifiers
+from memlsp.memory.names import DefinedNames, SearchNeeds, definitions_in
 
 __all__ = [
     "PREFIX_MARK",
@@ -88,6 +89,8 @@ class LexicalIndex:
         self._ids: list[str | None] = []
         self._paths: list[str | None] = []
         self._symbols: list[str | None] = []
+        self._defined: list[tuple[str, ...]] = []  # names each chunk defines (for could_match)
+        self._defining = DefinedNames()
         self._by_symbol: dict[str, list[str]] = {}  # definition name -> chunk ids
         self._leaves: list[tuple[str, str]] | None = None  # sorted (leaf, symbol); None: stale
         self._doc_of: dict[str, int] = {}
@@ -116,11 +119,14 @@ class LexicalIndex:
     def replace_path(self, path: str, chunks: Iterable[tuple[str, str, str]]) -> None:
         """Make ``path``'s chunks exactly ``chunks``: ``(chunk id, symbol, text)`` triples."""
         # Tokenised outside the lock: the regex work is the slow part.
-        terms = [(cid, symbol, terms_of(symbol, text)) for cid, symbol, text in chunks]
+        terms = [
+            (cid, symbol, terms_of(symbol, text), definitions_in(text))
+            for cid, symbol, text in chunks
+        ]
         with self._lock:
             self._remove_path(path)
-            for cid, symbol, (counts, length) in terms:
-                self._add(cid, path, symbol, counts, length)
+            for cid, symbol, (counts, length), defined in terms:
+                self._add(cid, path, symbol, counts, length, defined)
             self._maybe_compact()
 
     def add_many(self, chunks: Iterable[tuple[str, str, str, str]]) -> None:
@@ -128,11 +134,12 @@ class LexicalIndex:
         already present."""
         for cid, path, symbol, text in chunks:
             counts, length = terms_of(symbol, text)
+            defined = definitions_in(text)
             with self._lock:
                 old = self._doc_of.get(cid)
                 if old is not None:
                     self._kill(old)
-                self._add(cid, path, symbol, counts, length)
+                self._add(cid, path, symbol, counts, length, defined)
         with self._lock:
             self._maybe_compact()
 
@@ -141,11 +148,21 @@ class LexicalIndex:
             self._remove_path(path)
             self._maybe_compact()
 
-    def _add(self, cid: str, path: str, symbol: str, counts: Counter[str], length: int) -> None:
+    def _add(
+        self,
+        cid: str,
+        path: str,
+        symbol: str,
+        counts: Counter[str],
+        length: int,
+        defined: Iterable[str],
+    ) -> None:
         doc = len(self._ids)
         self._ids.append(cid)
         self._paths.append(path)
         self._symbols.append(symbol)
+        self._defined.append(tuple(defined))
+        self._defining.add(doc, self._defined[doc])
         if symbol:
             if symbol not in self._by_symbol:
                 self._leaves = None
@@ -171,6 +188,8 @@ class LexicalIndex:
         self._total_len -= self._doc_len[doc]
         cid, path, symbol = self._ids[doc], self._paths[doc], self._symbols[doc]
         self._ids[doc] = self._paths[doc] = self._symbols[doc] = None
+        self._defining.remove(doc, self._defined[doc])
+        self._defined[doc] = ()
         if cid is not None:
             self._doc_of.pop(cid, None)
             same = self._by_symbol.get(symbol or "")
@@ -210,6 +229,10 @@ class LexicalIndex:
         self._ids = [self._ids[i] for i in keep]
         self._paths = [self._paths[i] for i in keep]
         self._symbols = [self._symbols[i] for i in keep]
+        self._defined = [self._defined[i] for i in keep]
+        self._defining = DefinedNames()
+        for n, names in enumerate(self._defined):
+            self._defining.add(n, names)
         self._alive = bytearray(b"\x01" * len(keep))
         self._doc_of = {cid: n for n, cid in enumerate(self._ids) if cid is not None}
         self._docs_of_path = {}
@@ -262,6 +285,40 @@ class LexicalIndex:
             at += 1
         firsts.sort(key=lambda pair: (len(symbol_leaf(pair[0])), pair[0]))
         return [cid for _, cid in firsts]
+
+    def could_match(self, needs: SearchNeeds, exclude_path: str | None = None) -> bool:
+        """Whether any chunk outside ``exclude_path`` defines a name ``needs`` asks for (one
+        of its names, one starting with its typed stem, one its words describe) or uses one
+        of its ``uses`` (as a term: case-insensitive, so at times a chunk that does not)."""
+        with self._lock:
+            excluded = set(self._docs_of_path.get(exclude_path or "", ()))
+
+            def counts(doc: int) -> bool:
+                return doc not in excluded
+
+            return (
+                self._defining.any_defines(needs.names, counts)
+                or self._defining.any_starting_with(needs.typed, counts)
+                or self._defining.any_described(needs.words, counts)
+                or any(self._used_outside(name.lower(), excluded) for name in needs.uses)
+            )
+
+    def _used_outside(self, term: str, excluded: set[int]) -> bool:
+        """Whether a live chunk not in ``excluded`` has ``term`` (caller holds the lock); True
+        for a name that is no term (one character, a ``$``): the index cannot tell."""
+        if len(term) < 2 or identifiers(term)[:1] != [term]:
+            return True
+        postings = self._postings.get(term)
+        if not postings:
+            return False
+        docs = np.frombuffer(postings, dtype=np.uint32)[0::2]
+        alive = np.frombuffer(self._alive, dtype=np.bool_)
+        return any(int(d) not in excluded for d in docs[alive[docs]])
+
+    def defined_names(self) -> int:
+        """How many distinct names the chunks define (for status)."""
+        with self._lock:
+            return len(self._defining)
 
     def search(
         self, query: str, k: int, exclude_path: str | None = None

@@ -27,6 +27,7 @@ from memlsp.base.context import ContextChunk, ContextRequest, last_lines, repeat
 from memlsp.memory.chunker import identifiers
 from memlsp.memory.compact import compact_chunk
 from memlsp.memory.lexical import PREFIX_MARK, LexicalIndex, symbol_leaf
+from memlsp.memory.names import SearchNeeds
 from memlsp.memory.records import ChunkRecord, Hit, StoreError
 from memlsp.memory.store import MemoryStore
 from memlsp.memory.typed_name import typed_name
@@ -275,6 +276,8 @@ class MemoryContextProvider:
     ``budget_s``: the longest ``context_for`` waits for a search; past it, the last result for
     the same file is used (or nothing), and the search finishes in the background for the next
     keystroke. ``relative`` maps a request's path to the workspace-relative path the store uses.
+    ``needs_of`` and ``could_match``: a search is skipped (nothing found, nothing cached) when
+    no stored chunk could serve what the cursor needs; the query is never embedded then.
     """
 
     def __init__(
@@ -287,8 +290,12 @@ class MemoryContextProvider:
         cache_entries: int = 128,
         ttl_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        needs_of: Callable[[ContextRequest], SearchNeeds | None] | None = None,
+        could_match: Callable[[SearchNeeds, str | None], bool] | None = None,
     ) -> None:
         self._search = search
+        self._needs_of = needs_of
+        self._could_match = could_match
         self._k = k
         self._budget_s = budget_s
         self._relative = relative or (lambda path: path)
@@ -311,6 +318,7 @@ class MemoryContextProvider:
         self.prefetches = 0
         self.kept = 0  # context_for answers that kept the file's last chunks
         self.typed_lookups = 0  # definitions looked up for a name being typed
+        self.skipped = 0  # searches skipped: no stored chunk could serve the cursor
         # Per file: the start of the name being typed and the definitions shown for it.
         self._typed: OrderedDict[str, tuple[str, list[ChunkRecord]]] = OrderedDict()
 
@@ -334,7 +342,7 @@ class MemoryContextProvider:
         taken = {(c.path, c.start_line) for c in typed}
         hits = [
             h
-            for h in self._hits_for(key, path, request.prefix)
+            for h in self._hits_for(key, path, request)
             if (h.record.path, h.record.start_line) not in taken
         ]
         around = last_lines(request.prefix, AROUND_LINES)
@@ -378,12 +386,12 @@ class MemoryContextProvider:
                 return
             if self._inflight is not None and not self._inflight[1].done():
                 return
-            if self._submit_locked(key, path, request.prefix) is not None:
+            if self._submit_locked(key, path, request) is not None:
                 self.prefetches += 1
 
     # -- finding hits within the time budget --------------------------------------------------
 
-    def _hits_for(self, key: Key, path: str, prefix: str) -> list[Hit]:
+    def _hits_for(self, key: Key, path: str, request: ContextRequest) -> list[Hit]:
         started = time.monotonic()
         while True:
             with self._lock:
@@ -400,7 +408,7 @@ class MemoryContextProvider:
                     # first request in a file just opened no memory at all.
                     future, ours = inflight[1], inflight[0] == key
                 else:
-                    submitted = self._submit_locked(key, path, prefix)
+                    submitted = self._submit_locked(key, path, request)
                     if submitted is None:
                         return self._last_for_path.get(path, [])
                     future, ours = submitted, True
@@ -427,23 +435,42 @@ class MemoryContextProvider:
         cached = self._cache.get(key)
         return cached[1] if cached is not None and now - cached[0] <= self._ttl_s else None
 
-    def _submit_locked(self, key: Key, path: str, prefix: str) -> Future[list[Hit]] | None:
+    def _submit_locked(
+        self, key: Key, path: str, request: ContextRequest
+    ) -> Future[list[Hit]] | None:
         """Start the search of ``key`` as the one in flight (caller holds the lock); None once
         the provider is closed."""
         try:
-            future = self._executor.submit(self._run_search, key, path, prefix)
+            future = self._executor.submit(self._run_search, key, path, request)
         except RuntimeError:  # closed
             return None
         self._inflight = (key, future)
         self.searches += 1
         return future
 
-    def _run_search(self, key: Key, path: str, prefix: str) -> list[Hit]:
+    def _run_search(self, key: Key, path: str, request: ContextRequest) -> list[Hit]:
+        if self._nothing_could_serve(path, request):
+            with self._lock:
+                self.skipped += 1
+            return []  # not cached: the next keystroke may need something
+        prefix = request.prefix
         hits = self._search(query_text(prefix), self._k, path, imported_names(prefix))
         with self._lock:
             _remember(self._cache, key, (self._clock(), hits), self._cache_entries)
             _remember(self._last_for_path, path, hits, self._cache_entries)
         return hits
+
+    def _nothing_could_serve(self, path: str, request: ContextRequest) -> bool:
+        """Whether the memory says no stored chunk could serve ``request`` (never when that
+        cannot be asked)."""
+        if self._needs_of is None or self._could_match is None:
+            return False
+        try:
+            needs = self._needs_of(request)
+            return needs is not None and not self._could_match(needs, path)
+        except Exception:  # a bonus: never lose the search over it
+            log.warning("memory: could not tell what the cursor needs", exc_info=True)
+            return False
 
     # -- rendering ----------------------------------------------------------------------------
 

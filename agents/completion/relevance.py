@@ -39,6 +39,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from memlsp.base.context import ContextChunk, ContextRequest, first_lines, last_lines
+from memlsp.memory.names import (
+    ASSIGNMENT,
+    DEFINITION,
+    DESCRIBED_MIN_WORDS,
+    SearchNeeds,
+    described_by,
+    name_words,
+    split_names,
+)
+from memlsp.memory.names import definitions_in as chunk_definitions
 from memlsp.memory.typed_name import typed_name
 
 __all__ = [
@@ -61,17 +71,6 @@ SCAN_HEAD_CHARS = 16_000
 
 _IDENT = re.compile(r"[A-Za-z_$][\w$]*")
 _ATTRIBUTE = re.compile(r"(?<=\.)[A-Za-z_$][\w$]*")
-# Definitions (any indentation: a method is what ``obj.method`` needs).
-_DEFINE = re.compile(
-    r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:pub(?:\([\w ]*\))?[ \t]+)?(?:async[ \t]+)?"
-    r"(?:def|class|function\*?|func|fn|struct|enum|interface|trait|type|const|let|var)"
-    r"[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_$][\w$]*)",
-    re.M,
-)
-# Assignments at the start of a line: ``x = ...``, ``x: int = ...``, ``a, b = ...`` (Python).
-_ASSIGN = re.compile(
-    r"^[ \t]*([A-Za-z_][\w]*(?:[ \t]*,[ \t]*[A-Za-z_][\w]*)*)[ \t]*(?::[^=\n]*)?=(?!=)", re.M
-)
 _FOR = re.compile(r"\bfor[ \t]+\(?([A-Za-z_][\w, \t]*?)\)?[ \t]+in\b")
 _AS = re.compile(r"\bas[ \t]+([A-Za-z_]\w*)")
 _PARAMS = re.compile(r"\b(?:def|function|fn|func|lambda)\b[^(\n:]*\(([^)]*)\)|\blambda\b([^:\n]*):")
@@ -173,24 +172,6 @@ def _names(text: str) -> set[str]:
     return set(_IDENT.findall(text))
 
 
-# A defined name counts as described by the words near the cursor when at least this many of
-# its words (of WORD_MIN_CHARS or more) are among them.
-DESCRIBED_MIN_WORDS = 2
-WORD_MIN_CHARS = 3
-_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-
-
-def _words(name: str) -> frozenset[str]:
-    """The lower-case words of an identifier (snake_case and camelCase parts)."""
-    return frozenset(
-        w.lower() for w in _WORD.findall(name) if len(w) >= WORD_MIN_CHARS and not w.isdigit()
-    )
-
-
-def _split_names(group: str) -> list[str]:
-    return [w for w in (part.strip().split(" ")[0] for part in group.split(",")) if w]
-
-
 def _imports(text: str) -> tuple[dict[str, bool], list[tuple[int, int]]]:
     """Names ``text`` imports -> whether from outside the standard library; and where the
     import statements are (they are not uses)."""
@@ -233,11 +214,11 @@ def _imports(text: str) -> tuple[dict[str, bool], list[tuple[int, int]]]:
 def _bound(text: str) -> set[str]:
     """Names ``text`` binds itself (definitions, assignments, loop and ``as`` targets,
     parameters); ``text`` without its imports."""
-    bound = set(_DEFINE.findall(text))
-    for group in _ASSIGN.findall(text):
-        bound.update(_split_names(group))
+    bound = set(DEFINITION.findall(text))
+    for group in ASSIGNMENT.findall(text):
+        bound.update(split_names(group))
     for group in _FOR.findall(text):
-        bound.update(_split_names(group))
+        bound.update(split_names(group))
     bound.update(_AS.findall(text))
     for params, lambda_params in _PARAMS.findall(text):
         for part in (params or lambda_params).split(","):
@@ -245,16 +226,6 @@ def _bound(text: str) -> set[str]:
             if name:
                 bound.add(name.group())
     return bound
-
-
-def chunk_definitions(text: str) -> frozenset[str]:
-    """Names a chunk defines: its definitions at any depth, and assignments at its top
-    level (module constants)."""
-    names = set(_DEFINE.findall(text))
-    for match in _ASSIGN.finditer(text):
-        if not match.group(0)[:1].isspace():
-            names.update(_split_names(match.group(1)))
-    return frozenset(names)
 
 
 class CursorNames:
@@ -301,12 +272,19 @@ class CursorNames:
         self.typed: str = "" if any(n.startswith(typed) for n in local) else typed
         # The words of the code and prose near the cursor (a docstring saying what to write).
         self.words: frozenset[str] = frozenset(
-            w for name in _names(last_lines(prefix, window_lines)) for w in _words(name)
+            w for name in _names(last_lines(prefix, window_lines)) for w in name_words(name)
         )
 
     @classmethod
     def of(cls, request: ContextRequest) -> CursorNames:
         return cls(request.prefix, request.suffix)
+
+    def needs(self) -> SearchNeeds:
+        """What a memory chunk would have to define or use to be relevant here: the memory
+        skips its search when no stored chunk could be (memory/names.py)."""
+        return SearchNeeds(
+            self.wanted | self.attributes, self.typed, self.words, self.workspace_imports
+        )
 
     def relevance(self, chunk: ContextChunk) -> Relevance:
         defined = chunk_definitions(chunk.text)
@@ -316,7 +294,7 @@ class CursorNames:
         # Only for the memory's chunks, which its search ranked for this cursor already; a
         # ring chunk is there for being recent, and prose shares words with too much.
         described = frozenset(
-            n for n in defined - defines if chunk.source == "memory" and self._describes(n)
+            n for n in defined - defines if chunk.source == "memory" and described_by(n, self.words)
         )
         uses: frozenset[str] = frozenset()
         if self.workspace_imports:
@@ -324,13 +302,6 @@ class CursorNames:
         return Relevance(
             frozenset(defines), described, frozenset(uses), chunk.source == "definition"
         )
-
-    def _describes(self, name: str) -> bool:
-        """Whether the words near the cursor hold most of ``name``'s words, and at least two
-        (``apply_loyalty_discount`` for "after the loyalty discount")."""
-        words = _words(name)
-        common = len(words & self.words)
-        return common >= DESCRIBED_MIN_WORDS and 2 * common >= len(words)
 
 
 def relevant_chunks(

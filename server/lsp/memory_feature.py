@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
 
+from memlsp.agents.completion.relevance import CursorNames
 from memlsp.base.context import ContextChunk, ContextProvider, ContextRequest
 from memlsp.memory.coordinator import WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
+from memlsp.memory.names import SearchNeeds
 from memlsp.memory.retrieval import imported_names
 from memlsp.server.lsp.documents import DocumentEvent
 from memlsp.server.lsp.feature import Feature
@@ -72,6 +74,7 @@ class MemoryService(Feature):
                 self.session.config.memory,
                 self.session.pool,
                 on_progress=functools.partial(self._on_progress, folder),
+                needs_of=self._needs_of,
             )
             self.memories[folder] = memory
         memory.start()  # non-blocking: opening the store and indexing run in threads
@@ -87,6 +90,13 @@ class MemoryService(Feature):
             memories, self.memories = list(self.memories.values()), {}
         for memory in memories:
             memory.close()
+
+    def _needs_of(self, request: ContextRequest) -> SearchNeeds | None:
+        """What a memory chunk must define or use to reach the prompt at ``request``'s cursor;
+        None when the generator keeps whatever fits (``context_filter: all``)."""
+        if self.session.config.agents.generator.context_filter != "relevant":
+            return None
+        return CursorNames.of(request).needs()
 
     def _memory_for(self, uri: str) -> WorkspaceMemory | None:
         folder = self.session.folder_of(uri)

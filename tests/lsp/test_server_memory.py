@@ -109,6 +109,19 @@ async def test_the_definition_of_a_name_being_typed_reaches_the_prompt(
     assert text is not None and text.startswith("invoices("), text
 
 
+async def test_a_cursor_needing_nothing_from_the_workspace_skips_the_search(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    await _memory_folder(client, TIMEOUT * 2)
+    line = "    return sum(xs) / "
+    uri = open_doc(client, tmp_path / "stats.py", f"def mean(xs):\n{line}\n")
+    await inline(client, uri, 1, len(line))
+    now = await status(client)
+    # No stored chunk defines or uses a name this code needs: the query was not embedded.
+    assert now["memory"]["folders"][0]["retrieval"]["skipped"] >= 1, now["memory"]
+    assert now["generator"]["last_context"] == [], now["generator"]
+
+
 async def test_saved_file_is_reindexed(client: LanguageClient, tmp_path: Path) -> None:
     await _memory_folder(client, TIMEOUT * 2)
     before = (await status(client))["memory"]["folders"][0]["chunks"]

@@ -22,6 +22,7 @@ from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
 from memlsp.memory.coordinator import MAX_REQUEST_BYTES, WorkspaceMemory
 from memlsp.memory.indexer import IndexProgress
+from memlsp.memory.names import SearchNeeds
 from memlsp.models import ModelPool
 
 FILES = {
@@ -182,6 +183,12 @@ def test_owner_killed_the_other_window_takes_over(
         # Names whose definitions come first travel to the owner too.
         first = me.search("send_welcome_email", 2, definitions_of=["polygon_area"])
         assert [h.record.symbol for h in first][:1] == ["polygon_area"]
+        # Whether any chunk could serve a cursor is the owner's answer too.
+        area = SearchNeeds(frozenset({"polygon_area"}), "", frozenset(), frozenset())
+        assert me.could_match(area, str(workspace / "app/other.py"))
+        assert not me.could_match(area, str(workspace / "app/geometry.py"))
+        assert me.could_match(SearchNeeds(frozenset(), "load_se", frozenset(), frozenset()))
+        assert not me.could_match(SearchNeeds(frozenset({"nowhere"}), "", frozenset(), frozenset()))
         assert me.status()["owner_pid"] == other.pid
         assert me.embedder.texts_embedded == 0
         other.send_signal(signal.SIGKILL)
@@ -312,6 +319,20 @@ def test_socket_is_private_and_requests_are_bounded(
         assert not reply["ok"] and "over" in reply["error"] and rest == b""
         reply, _ = exchange(b'{"id": 3, "op": "search", "query": "polygon area", "k": 1}\n')
         assert reply["ok"] and reply["result"]["hits"][0]["symbol"] == "polygon_area"
+        ask: dict[str, Any] = {
+            "id": 4,
+            "op": "could_match",
+            "names": ["polygon_area"],
+            "typed": "",
+            "words": [],
+            "uses": [],
+        }
+        reply, _ = exchange(json.dumps(ask).encode() + b"\n")
+        assert reply["ok"] and reply["result"] == {"could": True}
+        reply, _ = exchange(json.dumps({**ask, "names": ["x"] * 5000}).encode() + b"\n")
+        assert not reply["ok"] and "names:" in reply["error"]
+        reply, _ = exchange(json.dumps({**ask, "typed": 3}).encode() + b"\n")
+        assert not reply["ok"] and "typed:" in reply["error"]
     finally:
         memory.close()
     assert not server.path.exists()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from memlsp.agents.completion.relevance import CursorNames
 from memlsp.base.context import ContextRequest
 from memlsp.config import MemoryConfig
 from memlsp.memory import lexical as lexical_module
@@ -539,3 +540,34 @@ def test_search_puts_definitions_of_imported_names_first(hybrid: HybridSearch) -
     assert "connect_database" not in symbols(
         hybrid.search(query, 4, "app/db.py", definitions_of=["connect_database"])
     )
+
+
+def test_a_search_no_stored_chunk_could_serve_is_skipped(hybrid: HybridSearch) -> None:
+    """The query is not embedded when the memory knows no chunk would reach the prompt; what
+    is skipped is not cached, so the next keystroke asks again."""
+    searched: list[str] = []
+
+    def counted(*args: Any) -> Any:
+        searched.append(args[0])
+        return hybrid.search(*args)
+
+    provider = MemoryContextProvider(
+        counted,
+        budget_s=30.0,
+        needs_of=lambda r: CursorNames.of(r).needs(),
+        could_match=hybrid.lexical.could_match,
+    )
+    path = "app/other.py"
+    plain = ["def mean(xs):", "    total = sum(xs)"]
+    assert provider.context_for(request(path, prefix_with(plain, "    return ")), 4000) == []
+    assert provider.context_for(request(path, prefix_with(plain, "    return t")), 4000) == []
+    assert (provider.skipped, searched) == (2, [])
+    # A name the workspace defines, used at the cursor: the search runs and finds it.
+    wants = ["def fence(points):", "    area = polygon_area(points)"]
+    chunks = provider.context_for(request(path, prefix_with(wants, "    return ")), 4000)
+    assert "app/geometry.py" in {c.path for c in chunks}
+    assert provider.skipped == 2 and len(searched) == 1
+    # Defined only in the file itself: nothing elsewhere could serve.
+    here = request("app/geometry.py", prefix_with(wants, "    return "))
+    assert provider.context_for(here, 4000) == [] and provider.skipped == 3
+    provider.close()
