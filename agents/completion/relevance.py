@@ -27,6 +27,10 @@ Rust too): cheap enough for every request (well under a millisecond on a 300-lin
 is kept stays in the order given (the prompt's start must not be reshuffled); over the budget the
 least relevant chunks go first. Nothing relevant: no context at all, and the cold prompt is the
 bare fill-in-the-middle prompt.
+
+The rules for what a chunk defines and which names words describe live in memory/names.py: the
+memory applies them to every stored chunk before it searches (``CursorNames.needs``), and skips
+the search when no chunk could pass this filter.
 """
 
 from __future__ import annotations
