@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import logging
+import logging.config
 import os
 import re
 import threading
@@ -71,7 +72,10 @@ def load_memos() -> ModuleType:
     ``$MEMOS_BASE_PATH`` (default: the current directory, i.e. the user's workspace) and loads a
     ``.env`` found from the current directory or above its package. We point MEMOS_BASE_PATH at
     our cache, disable python-dotenv for the process (MemOS also calls it lazily), catch what it
-    prints, and give the root logger back its own handlers and level.
+    prints, and never let its logging configuration apply: the import runs in a background
+    thread at the lowest priority, seconds to tens of seconds while completions take the cores,
+    and every other thread's log records (warnings for the client's window included) went to
+    MemOS's handlers meanwhile. Its records reach ours: errors at import, warnings after.
     """
     global _backend
     with _memos_lock:
@@ -83,10 +87,20 @@ def load_memos() -> ModuleType:
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
         printed = io.StringIO()
+        # At import MemOS warns about optional parts we do not use (a text splitter, a config
+        # service); later it logs every embedding request and collection check at INFO.
+        memos_log = logging.getLogger("memos")
+        memos_log.setLevel(logging.ERROR)
+        # memos.log binds dictConfig when it is imported: it keeps this stand-in for good.
+        real_dict_config = logging.config.dictConfig
+        logging.config.dictConfig = _leave_logging_alone
         try:
             with contextlib.redirect_stdout(printed):
                 from memlsp.memory import edge_backend
         finally:
+            logging.config.dictConfig = real_dict_config
+            memos_log.setLevel(logging.WARNING)
+            # A safety net, should another path of MemOS's reconfigure logging.
             for handler in list(root.handlers):
                 if handler not in handlers:
                     root.removeHandler(handler)
@@ -95,13 +109,16 @@ def load_memos() -> ModuleType:
                 if handler not in root.handlers:
                     root.addHandler(handler)
             root.setLevel(level)
-            # MemOS logs every embedding request and collection check at INFO.
-            logging.getLogger("memos").setLevel(logging.WARNING)
         if printed.getvalue().strip():
             log.debug("MemOS printed at import: %s", printed.getvalue().strip())
         edge_backend.register()
         _backend = edge_backend
         return edge_backend
+
+
+def _leave_logging_alone(config: Any) -> None:
+    """What MemOS calls to configure logging: the server's configuration stays."""
+    log.debug("MemOS's logging configuration left out")
 
 
 _P = ParamSpec("_P")

@@ -375,15 +375,30 @@ def test_memos_import_is_silent_and_leaves_logging_and_env_alone(tmp_path: Path)
     (workspace / ".env").write_text("MEMLSP_DOTENV_PROBE=leaked\n")
     script = textwrap.dedent(
         """
-        import logging, os, sys
+        import logging, os, sys, threading, time
         mine = logging.StreamHandler(sys.stderr)
         root = logging.getLogger()
         root.addHandler(mine)
         root.setLevel(logging.ERROR)
+        # The import runs beside the server's other threads: their records must reach our
+        # handlers all along, not only once it is over.
+        seen, importing = set(), threading.Event()
+        def watch():
+            while importing.is_set():
+                seen.add(tuple(root.handlers))
+                time.sleep(0.0005)
+        importing.set()
+        watcher = threading.Thread(target=watch)
+        watcher.start()
         from memlsp.memory.store import load_memos
         load_memos()
-        import memos
+        importing.clear()
+        watcher.join()
+        import memos.log
+        memos.log.configure_logging(force=True)  # as MemOS may again, later
         problems = []
+        if seen != {(mine,)}:
+            problems.append(f"root handlers during the import: {seen}")
         if "MEMLSP_DOTENV_PROBE" in os.environ:
             problems.append(".env was loaded")
         if root.handlers != [mine] or root.level != logging.ERROR:
