@@ -96,12 +96,20 @@ def manifest_path(store: MemoryStore) -> Path:
 
 
 def lower_thread_priority() -> None:
-    """Nice this thread only (Linux threads have their own nice value): the editor's
-    completions run in other threads of this process."""
+    """Nice this thread only (Linux threads have their own nice value and policy): the
+    editor's completions run in other threads of this process. And SCHED_IDLE, as file indexers
+    do: at nice 19 alone the thread still took a core from a prompt's evaluation now and then,
+    and llama.cpp's threads all wait for the slowest (MemOS importing beside the session's first
+    cold requests: 60-62 instead of 64-65 prompt tokens a second on the 1.5B). The model threads
+    an embedding starts from here inherit it: indexing runs in the idle time of the cores."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
     except (OSError, AttributeError):
         log.debug("could not lower the indexer's priority", exc_info=True)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        log.debug("no idle scheduling for this thread", exc_info=True)
 
 
 class Indexer:
