@@ -11,7 +11,9 @@ hundreds a dict per chunk would: every chunk is a number, each term's postings a
 of (chunk number, term frequency) pairs, scored with numpy. A removed chunk is only marked dead
 (its postings stay until there are as many dead chunks as live ones, then everything is
 compacted at once); document frequencies are counted over live postings at query time, so
-removal needs no per-chunk term lists.
+removal needs no per-chunk term lists. What each chunk defines (a few names) is kept per chunk
+(``memory/names.py``), so ``could_match`` can tell, before any embedding, that no chunk could
+serve a cursor.
 """
 
 from __future__ import annotations

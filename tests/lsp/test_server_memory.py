@@ -51,6 +51,17 @@ async def _memory_folder(client: LanguageClient, deadline_s: float) -> dict[str,
         await asyncio.sleep(0.5)
 
 
+async def _ask_once_indexed(
+    client: LanguageClient, path: Path, first_line: str, line: str
+) -> tuple[str | None, dict[str, Any]]:
+    """Once the memory is ready: a new file of ``first_line`` and ``line``, one inline
+    completion at the end of ``line``; the suggestion and the server's status after it."""
+    await _memory_folder(client, TIMEOUT * 2)
+    uri = open_doc(client, path, f"{first_line}\n{line}\n")
+    text = await inline(client, uri, 1, len(line))
+    return text, await status(client)
+
+
 @pytest_lsp.fixture(config=server_config(Path("/nonexistent-memlsp-config")))
 async def client(lsp_client: LanguageClient, tmp_path: Path):  # type: ignore[no-untyped-def]
     (tmp_path / "billing").mkdir()
@@ -98,11 +109,10 @@ async def test_indexes_in_background_with_progress_and_uses_memory(
 async def test_the_definition_of_a_name_being_typed_reaches_the_prompt(
     client: LanguageClient, tmp_path: Path
 ) -> None:
-    await _memory_folder(client, TIMEOUT * 2)
     line = "    late = overdue_"
-    uri = open_doc(client, tmp_path / "report.py", f"def remind_all(invoices):\n{line}\n")
-    text = await inline(client, uri, 1, len(line))
-    now = await status(client)
+    text, now = await _ask_once_indexed(
+        client, tmp_path / "report.py", "def remind_all(invoices):", line
+    )
     # Found by the start of its name (no import names it), last in the context.
     assert now["generator"]["last_context"][-1] == ["definition", "billing/models.py"], now
     assert now["memory"]["folders"][0]["retrieval"]["typed_lookups"] >= 1
@@ -112,11 +122,8 @@ async def test_the_definition_of_a_name_being_typed_reaches_the_prompt(
 async def test_a_cursor_needing_nothing_from_the_workspace_skips_the_search(
     client: LanguageClient, tmp_path: Path
 ) -> None:
-    await _memory_folder(client, TIMEOUT * 2)
     line = "    return sum(xs) / "
-    uri = open_doc(client, tmp_path / "stats.py", f"def mean(xs):\n{line}\n")
-    await inline(client, uri, 1, len(line))
-    now = await status(client)
+    _, now = await _ask_once_indexed(client, tmp_path / "stats.py", "def mean(xs):", line)
     # No stored chunk defines or uses a name this code needs: the query was not embedded.
     assert now["memory"]["folders"][0]["retrieval"]["skipped"] >= 1, now["memory"]
     assert now["generator"]["last_context"] == [], now["generator"]
