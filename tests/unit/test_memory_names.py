@@ -10,6 +10,7 @@ import pytest
 from memlsp.agents.completion.relevance import CursorNames
 from memlsp.base.context import ContextChunk
 from memlsp.memory import lexical as lexical_module
+from memlsp.memory import names as names_module
 from memlsp.memory.lexical import LexicalIndex
 from memlsp.memory.names import DefinedNames, SearchNeeds, described_by, name_words
 
@@ -125,6 +126,22 @@ def test_defined_names_forget_a_name_with_its_last_chunk() -> None:
     assert not names.any_defines(["parse_header", "Reader"], every)
     assert not names.any_described(frozenset({"parse", "header"}), every)
     assert not names.any_starting_with("pars", every) and len(names) == 0
+
+
+def test_words_too_common_to_rule_out_cheaply_let_the_search_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = DefinedNames()
+    for n in range(40):
+        names.add(n, [f"get_value_{n}", f"set_record_{n}"])
+
+    def every(doc: int) -> bool:
+        return True
+
+    words = frozenset({"get", "set", "other"})  # one word of each name: none described
+    assert not names.any_described(words, every)
+    monkeypatch.setattr(names_module, "MAX_DESCRIBED_VISITS", 50)
+    assert names.any_described(words, every)  # 80 pairs to look at: not ruled out
 
 
 # The gate must say yes whenever the completion's filter would keep a stored chunk: cursors of
