@@ -74,6 +74,9 @@ MAX_NEEDED = 1024  # names, words or uses in one could_match (beyond: not asked,
 POLL_S = 0.5
 # Waiting for a store another process still holds (e.g. a dead owner's optimizer child).
 LOCKED_RETRY_S = 1.0
+# MemOS's import waits at most this long before each module while a completion runs (another
+# thread may need a module whose import it has paused).
+IMPORT_PAUSE_S = 0.25
 # close() gives each part this long; the whole stays under 2 s.
 CLOSE_STEP_S = 0.6
 # sun_path holds 108 bytes with its NUL; longer store paths put the socket elsewhere.
@@ -461,6 +464,7 @@ class WorkspaceMemory:
         self._needs_of = needs_of
         self.config = config
         self.embedder = Embedder(pool)
+        self._priority = pool.priority
         self._on_progress = on_progress
         self._key = workspace_key(self.root)
         self.store_dir = default_store_path(self.root, config)
@@ -730,12 +734,13 @@ class WorkspaceMemory:
         """Import MemOS in a niced thread of its own and wait for it (or for a close). The
         import is 5-9 s of CPU in the first seconds of a session, when the editor asks its first
         completions: at normal priority it took a share of the 2 cores from the model's threads
-        (the session's first cold request up to ~1 s slower, bench_vs_llama_server)."""
+        (the session's first cold request up to ~1 s slower, bench_vs_llama_server). It also
+        waits between modules while a completion runs (``load_memos``'s ``pause``)."""
 
         def load() -> None:
             lower_thread_priority()
             with contextlib.suppress(Exception):  # the store's own open reports a failure
-                load_memos()
+                load_memos(pause=lambda: self._priority.wait_quiet(IMPORT_PAUSE_S))
 
         loader = threading.Thread(target=load, name="memlsp-memory-import", daemon=True)
         loader.start()

@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.abc
 import io
 import logging
 import logging.config
 import os
 import re
+import sys
 import threading
 import uuid
 import warnings
@@ -64,7 +66,21 @@ _memos_lock = threading.Lock()
 _backend: ModuleType | None = None
 
 
-def load_memos() -> ModuleType:
+class _PausingFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path`` while MemOS imports: before each module the importing thread
+    loads, ``pause`` (waits while a completion runs); finds nothing itself. Other threads pass
+    straight through."""
+
+    def __init__(self, pause: Callable[[], None]) -> None:
+        self._pause = pause
+        self._thread = threading.get_ident()
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if threading.get_ident() == self._thread:
+            self._pause()
+
+
+def load_memos(pause: Callable[[], None] | None = None) -> ModuleType:
     """Import MemOS (through our backend module) once, containing its side effects.
 
     MemOS at import: prints warnings to stdout (ours carries JSON-RPC), replaces the root
@@ -76,6 +92,12 @@ def load_memos() -> ModuleType:
     thread at the lowest priority, seconds to tens of seconds while completions take the cores,
     and every other thread's log records (warnings for the client's window included) went to
     MemOS's handlers meanwhile. Its records reach ours: errors at import, warnings after.
+
+    ``pause``: called before each module the import loads (from this thread only), to wait
+    while completions run: 2.2 s of Python beside them cost the session's first cold requests
+    1-3 % of their prompt speed and up to 8 % of their decoding speed (the GIL, which the model's
+    thread takes back after every token). A module another thread imports meanwhile may be one
+    whose import is paused: ``pause`` must return within a bounded time.
     """
     global _backend
     with _memos_lock:
@@ -94,10 +116,15 @@ def load_memos() -> ModuleType:
         # memos.log binds dictConfig when it is imported: it keeps this stand-in for good.
         real_dict_config = logging.config.dictConfig
         logging.config.dictConfig = _leave_logging_alone
+        finder = _PausingFinder(pause) if pause is not None else None
+        if finder is not None:
+            sys.meta_path.insert(0, finder)
         try:
             with contextlib.redirect_stdout(printed):
                 from memlsp.memory import edge_backend
         finally:
+            if finder is not None:
+                sys.meta_path.remove(finder)
             logging.config.dictConfig = real_dict_config
             memos_log.setLevel(logging.WARNING)
             # A safety net, should another path of MemOS's reconfigure logging.

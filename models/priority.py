@@ -129,6 +129,12 @@ class Priority:
             while self._wanted[model] and not cancel.is_set():
                 self._cv.wait(_POLL_S)
 
+    def wait_quiet(self, limit_s: float) -> None:
+        """Block while an interactive request wants any model, at most ``limit_s``: Python
+        work in the background (an import) waits here between steps."""
+        with self._cv:
+            self._cv.wait_for(lambda: not self._wanted, limit_s)
+
     def stats(self) -> dict[str, Any]:
         with self._cv:
             return {

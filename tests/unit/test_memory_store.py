@@ -391,12 +391,17 @@ def test_memos_import_is_silent_and_leaves_logging_and_env_alone(tmp_path: Path)
         watcher = threading.Thread(target=watch)
         watcher.start()
         from memlsp.memory.store import load_memos
-        load_memos()
+        paused = []  # the thread each pause came from (one per module MemOS imports)
+        load_memos(pause=lambda: paused.append(threading.get_ident()))
         importing.clear()
         watcher.join()
         import memos.log
         memos.log.configure_logging(force=True)  # as MemOS may again, later
         problems = []
+        if len(paused) < 50 or set(paused) != {threading.get_ident()}:
+            problems.append(f"paused {len(paused)} times, from {len(set(paused))} threads")
+        if any(type(f).__name__ == "_PausingFinder" for f in sys.meta_path):
+            problems.append("the pausing finder stayed")
         if seen != {(mine,)}:
             problems.append(f"root handlers during the import: {seen}")
         if "MEMLSP_DOTENV_PROBE" in os.environ:

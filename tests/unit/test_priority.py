@@ -130,6 +130,33 @@ def test_wait_unwanted_returns_when_the_interactive_request_ends() -> None:
         assert 0.15 <= time.monotonic() - started < 2
 
 
+def test_wait_quiet_waits_for_any_interactive_request_within_its_limit() -> None:
+    priority = Priority()
+    started = time.monotonic()
+    priority.wait_quiet(5)  # nothing wanted: at once
+    assert time.monotonic() - started < 0.1
+    with priority.wanting("other-model"):
+        started = time.monotonic()
+        priority.wait_quiet(0.3)  # never quiet: the limit ends it
+        assert 0.25 <= time.monotonic() - started < 2
+    end_request = threading.Event()
+    wanted = threading.Event()
+
+    def request() -> None:
+        with priority.wanting("fim"):
+            wanted.set()
+            end_request.wait(5)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    assert wanted.wait(5)
+    threading.Timer(0.2, end_request.set).start()
+    started = time.monotonic()
+    priority.wait_quiet(5)  # returns when the request ends
+    assert 0.15 <= time.monotonic() - started < 2 and end_request.is_set()
+    worker.join(timeout=5)
+
+
 def test_cancel_ends_a_paused_step() -> None:
     priority = Priority()
     cancel = threading.Event()
