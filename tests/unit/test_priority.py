@@ -103,25 +103,37 @@ def test_background_past_its_preemptions_keeps_its_model() -> None:
     assert MAX_PREEMPTIONS >= 1
 
 
-def test_wait_unwanted_returns_when_the_interactive_request_ends() -> None:
-    priority = Priority()
-    priority.wait_unwanted("shared", threading.Event())  # nobody wants it: returns at once
-    wanted = threading.Event()
-    end_request = threading.Event()
+@contextlib.contextmanager
+def _request_ending_after(
+    priority: Priority, model: str, seconds: float
+) -> Iterator[threading.Event]:
+    """An interactive request for ``model`` in another thread, under way on entry, ending
+    after ``seconds``; yields the event set when it ends."""
+    wanted, ended = threading.Event(), threading.Event()
 
     def request() -> None:
-        with priority.wanting("shared"):
+        with priority.wanting(model):
             wanted.set()
-            end_request.wait(5)
+            ended.wait(5)
 
     worker = threading.Thread(target=request)
     worker.start()
     assert wanted.wait(5)
-    threading.Timer(0.3, end_request.set).start()
-    started = time.monotonic()
-    priority.wait_unwanted("shared", threading.Event())
-    assert time.monotonic() - started >= 0.25 and end_request.is_set()
-    worker.join(timeout=5)
+    threading.Timer(seconds, ended.set).start()
+    try:
+        yield ended
+    finally:
+        ended.set()
+        worker.join(timeout=5)
+
+
+def test_wait_unwanted_returns_when_the_interactive_request_ends() -> None:
+    priority = Priority()
+    priority.wait_unwanted("shared", threading.Event())  # nobody wants it: returns at once
+    with _request_ending_after(priority, "shared", 0.3) as ended:
+        started = time.monotonic()
+        priority.wait_unwanted("shared", threading.Event())
+        assert time.monotonic() - started >= 0.25 and ended.is_set()
     cancel = threading.Event()
     with priority.wanting("shared"):
         threading.Timer(0.2, cancel.set).start()
@@ -139,22 +151,10 @@ def test_wait_quiet_waits_for_any_interactive_request_within_its_limit() -> None
         started = time.monotonic()
         priority.wait_quiet(0.3)  # never quiet: the limit ends it
         assert 0.25 <= time.monotonic() - started < 2
-    end_request = threading.Event()
-    wanted = threading.Event()
-
-    def request() -> None:
-        with priority.wanting("fim"):
-            wanted.set()
-            end_request.wait(5)
-
-    worker = threading.Thread(target=request)
-    worker.start()
-    assert wanted.wait(5)
-    threading.Timer(0.2, end_request.set).start()
-    started = time.monotonic()
-    priority.wait_quiet(5)  # returns when the request ends
-    assert 0.15 <= time.monotonic() - started < 2 and end_request.is_set()
-    worker.join(timeout=5)
+    with _request_ending_after(priority, "fim", 0.2) as ended:
+        started = time.monotonic()
+        priority.wait_quiet(5)  # returns when the request ends
+        assert 0.15 <= time.monotonic() - started < 2 and ended.is_set()
 
 
 def test_cancel_ends_a_paused_step() -> None:
