@@ -126,9 +126,12 @@ class DefinedNames:
     def remove(self, doc: int, names: Iterable[str]) -> None:
         for name in names:
             docs = self._docs.get(name)
-            if docs is None or doc not in docs:
+            if docs is None:
                 continue
-            docs.remove(doc)
+            try:
+                docs.remove(doc)  # one scan (a name like __init__ has thousands of chunks)
+            except ValueError:
+                continue
             if not docs:
                 del self._docs[name]
                 del self._word_count[name]
