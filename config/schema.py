@@ -139,11 +139,30 @@ class GeneratorConfig:
         default=768, metadata=number(16, 16384, "code before the cursor in the prompt")
     )
     suffix_tokens: int = field(
-        default=96, metadata=number(0, 8192, "re-evaluated on every keystroke: keep it short")
+        default=96,
+        metadata=number(
+            0, 8192, "with typed_line: prefix, re-evaluated on every keystroke: keep it short"
+        ),
     )
     blank_line_suffix_tokens: int = field(
         default=256,
-        metadata=number(0, 8192, "on a line holding only indentation: what follows decides"),
+        metadata=number(
+            0,
+            8192,
+            "on a line holding only indentation (what follows decides), and on every line with "
+            "typed_line: middle",
+        ),
+    )
+    typed_line: str = field(
+        default="middle",
+        metadata=choice(
+            "middle",
+            "prefix",
+            doc="where the cursor line's text goes in the prompt. middle: after the FIM middle "
+            "token, as the start of the answer, so the suffix stays in the KV cache while the "
+            "line is typed (a keystroke evaluates only what it adds); prefix: at the end of the "
+            "prefix (every keystroke evaluates the suffix again: suffix_tokens)",
+        ),
     )
     context_tokens: int = field(
         default=512, metadata=number(0, 16384, "budget for other-file context")

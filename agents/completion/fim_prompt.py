@@ -9,8 +9,12 @@ the user types:
 - the prefix window starts at a *sticky* line per document: it moves only when the window no
   longer fits its token budget, then jumps back far enough to leave room to grow, so a keystroke
   re-evaluates only the suffix and the few tokens typed;
-- the suffix is short (token budget, whole lines), because everything after the cursor is
-  re-evaluated on every keystroke.
+- the cursor line's text can go after the middle token, as the start of the answer
+  (``middle``): FIM training cuts a middle anywhere, so a middle that starts at a line start
+  with text the model then continues is one it learned. Typing then only appends to the
+  prompt, and the suffix stays in the KV cache for the whole line; with the cursor line at the
+  end of the prefix instead, everything after the cursor is evaluated again on every keystroke,
+  so that suffix must stay short.
 
 Code is tokenized with ``special=False``: a literal ``<|endoftext|>`` in user code stays text. The
 format is Qwen2.5-Coder's (repo-level with ``<|repo_name|>`` / ``<|file_sep|>`` when there is
@@ -75,6 +79,7 @@ class FimPrompt:
     prefix_tokens: int
     suffix_tokens: int
     context_tokens: int
+    middle_tokens: int = 0  # the start of the answer, after the middle token
 
 
 class FimPromptBuilder:
@@ -106,8 +111,10 @@ class FimPromptBuilder:
         repo_name: str = "",
         chunks: Sequence[ContextChunk] = (),
         suffix_budget: int | None = None,
+        middle: str = "",
     ) -> FimPrompt:
-        """``suffix_budget``: this prompt's, instead of the builder's."""
+        """``suffix_budget``: this prompt's, instead of the builder's. ``middle``: text the
+        answer starts with (after the middle token; the prefix then ends before it)."""
         suffix_budget = self.suffix_budget if suffix_budget is None else suffix_budget
         # The suffix window reads at most ~8 characters a token: mask that much (and a margin,
         # so a token cut at the end is still recognised), not a whole long file.
@@ -115,7 +122,15 @@ class FimPromptBuilder:
         suffix = mask_credentials(suffix[: suffix_budget * 8 + 256])
         start_line, prefix_ids = self._prefix_window(tokenize, doc_key, prefix)
         suffix_ids = self._suffix_window(tokenize, suffix, suffix_budget)
-        fim = [self.ids.prefix, *prefix_ids, self.ids.suffix, *suffix_ids, self.ids.middle]
+        middle_ids = tokenize(mask_credentials(middle))
+        fim = [
+            self.ids.prefix,
+            *prefix_ids,
+            self.ids.suffix,
+            *suffix_ids,
+            self.ids.middle,
+            *middle_ids,
+        ]
         context = self._context(tokenize, path, repo_name, chunks)
         return FimPrompt(
             tokens=context + fim,
@@ -123,6 +138,7 @@ class FimPromptBuilder:
             prefix_tokens=len(prefix_ids),
             suffix_tokens=len(suffix_ids),
             context_tokens=len(context),
+            middle_tokens=len(middle_ids),
         )
 
     def forget(self, doc_key: str) -> None:

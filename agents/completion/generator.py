@@ -418,22 +418,36 @@ class GeneratorAgent:
         tokenize = _tokenizer(model)
         # The model starts at the end of the line above when the prompt was cut there.
         line_start = model_prefix.rsplit("\n", 1)[-1] if model_prefix == request.prefix else ""
+        # The cursor line after the middle token (agents/completion/fim_prompt): a keystroke
+        # appends to the prompt, and the suffix, evaluated once per line, may be as long as a
+        # blank line's (a blank line's prompt is the same up to the middle token).
+        in_middle = config.typed_line == "middle"
+        line_in_middle = in_middle and not blank_line and "\n" in model_prefix
         heal = b""
         if config.token_healing and line_start:
             llama = model.llama
             model_prefix, heal = split_for_healing(
-                model_prefix, tokenize, lambda token: token_bytes(llama, token)
+                model_prefix,
+                tokenize,
+                lambda token: token_bytes(llama, token),
+                last_token=line_in_middle,
             )
             line_start = model_prefix.rsplit("\n", 1)[-1]
+        above, middle = model_prefix, ""
+        if line_in_middle:
+            above, line = model_prefix.rsplit("\n", 1)
+            middle = "\n" + line
+        long_suffix = blank_line or in_middle
         prompt = self._builder(model).build(
             tokenize,
             doc_key=request.doc_key,
             path=request.path,
-            prefix=model_prefix,
+            prefix=above,
             suffix=request.suffix,
             repo_name=request.repo_name,
             chunks=chunks,
-            suffix_budget=config.blank_line_suffix_tokens if blank_line else config.suffix_tokens,
+            suffix_budget=config.blank_line_suffix_tokens if long_suffix else config.suffix_tokens,
+            middle=middle,
         )
         return prompt, model_prefix, line_start, heal
 

@@ -173,7 +173,8 @@ async def test_a_key_typed_re_evaluates_only_the_end_of_the_prompt(
     prompt = after["generator"]["prompt_tokens"] - before["generator"]["prompt_tokens"]
     reused = after["generator"]["reused_tokens"] - before["generator"]["reused_tokens"]
     assert calls == 1 and prompt > 120, after["generator"]
-    # The suffix follows the prefix in the prompt: a key re-evaluates it and the key, no more.
+    # The cursor line follows the suffix in the prompt (typed_line: middle): a key evaluates
+    # the key, no more (the suffix too with typed_line: prefix; here it is empty).
     assert prompt - reused < 40, f"{prompt - reused} of {prompt} prompt tokens evaluated again"
 
 

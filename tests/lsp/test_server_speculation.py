@@ -41,6 +41,7 @@ def generator_config(speculate: bool) -> dict[str, Any]:
         "max_tokens": 24,
         "context_tokens": 0,
         "suffix_tokens": 32,
+        "blank_line_suffix_tokens": 32,
         "speculate": speculate,
     }
 

@@ -32,6 +32,7 @@ def generator_config(work_ahead: bool) -> dict[str, Any]:
         "max_tokens": 4,
         "context_tokens": 0,
         "suffix_tokens": 32,
+        "blank_line_suffix_tokens": 32,
         "work_ahead": work_ahead,
     }
 

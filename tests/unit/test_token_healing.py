@@ -42,6 +42,16 @@ def test_the_prompt_ends_at_the_token_boundary_before_the_word(fim_model_pool: M
         # A word with a character of several bytes: healed whole, the bytes are UTF-8.
         assert split("s = 'caf\u00e9") == ("s = '", "caf\u00e9".encode())
 
+        def split_last(prefix: str) -> tuple[str, bytes]:
+            return split_for_healing(prefix, tokenize, pieces.piece, last_token=True)
+
+        # The cursor line after the middle token: a line ending in a space or an operator
+        # loses its last token too, a word as before.
+        assert split_last("x = 1\n    if ") == ("x = 1\n    if", b" ")
+        assert split_last("x = 1\n    d +") == ("x = 1\n    d", b" +")
+        assert split_last("x = 1\nR = bui") == ("x = 1\nR =", b" bui")
+        assert split_last("(") == ("(", b"")  # one token: nothing before it to keep
+
 
 def agent(pool: ModelPool, healing: bool) -> GeneratorAgent:
     config = Config().agents.generator

@@ -20,7 +20,12 @@ BODY = "".join(
 
 def agent(pool: ModelPool) -> GeneratorAgent:
     config = GeneratorConfig(
-        model=FIM, context_tokens=0, suffix_tokens=32, max_tokens=4, max_predict_ms=0
+        model=FIM,
+        context_tokens=0,
+        suffix_tokens=32,
+        blank_line_suffix_tokens=32,
+        max_tokens=4,
+        max_predict_ms=0,
     )
     return GeneratorAgent(pool, config, FIM)
 
