@@ -160,7 +160,8 @@ class GeneratorConfig:
             "prefix",
             doc="where the cursor line's text goes in the prompt. middle: after the FIM middle "
             "token, as the start of the answer, so the suffix stays in the KV cache while the "
-            "line is typed (a keystroke evaluates only what it adds); prefix: at the end of the "
+            "line is typed (a keystroke evaluates only what it adds; the first request on a line "
+            "evaluates up to blank_line_suffix_tokens of suffix); prefix: at the end of the "
             "prefix (every keystroke evaluates the suffix again: suffix_tokens)",
         ),
     )
