@@ -38,7 +38,14 @@ import statistics
 from collections import deque
 from typing import Any
 
-__all__ = ["CAUTIOUS_SLOPE", "EXPLORE_EVERY", "MIN_SAMPLES", "PRIOR_RIGHT", "DraftPlanner"]
+__all__ = [
+    "CAUTIOUS_SLOPE",
+    "EXPLORE_EVERY",
+    "MIN_SAMPLES",
+    "PRIOR_RIGHT",
+    "SAMPLES",
+    "DraftPlanner",
+]
 
 # Share of right guesses assumed before any is checked, by the length of the run of last
 # tokens they were found by (the 1.5B's answers above); longer runs count as the longest.
