@@ -7,8 +7,8 @@ the user types:
 - workspace context first, in a stable order (it changes when the user switches files, not per
   keystroke);
 - the prefix window starts at a *sticky* line per document: it moves only when the window no
-  longer fits its token budget, then jumps back far enough to leave room to grow, so a keystroke
-  re-evaluates only the suffix and the few tokens typed;
+  longer fits its token budget, then jumps back far enough to leave room to grow, so the
+  window's start rarely changes what follows it;
 - the cursor line's text can go after the middle token, as the start of the answer
   (``middle``): FIM training cuts a middle anywhere, so a middle that starts at a line start
   with text the model then continues is one it learned. Typing then only appends to the
