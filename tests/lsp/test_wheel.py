@@ -109,6 +109,10 @@ def outside_env(tmp: Path) -> dict[str, str]:
     cache = tmp / "cache"
     (cache / "memlsp").mkdir(parents=True)
     (cache / "memlsp" / "models").symlink_to(model_cache_dir(), target_is_directory=True)
+    # pip's cache stays the user's: it holds the llama-cpp-python wheel ./setup.sh compiled,
+    # which pip under the private XDG_CACHE_HOME would compile again (~10 min on 2 cores).
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    env.setdefault("PIP_CACHE_DIR", str(user_cache / "pip"))
     env["XDG_CONFIG_HOME"] = str(tmp / "config")
     env["XDG_CACHE_HOME"] = str(cache)
     # As ./setup.sh builds it when pip's cache has no llama-cpp-python wheel.
