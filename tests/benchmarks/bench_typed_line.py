@@ -104,14 +104,11 @@ def main() -> None:
                         prefix=prefix + line[:typed],
                         suffix=suffix,
                     )
-                    before = agent.stats()
                     started = time.perf_counter()
-                    text = agent.complete(request, threading.Event()).text
+                    answer = agent.complete(request, threading.Event())
                     seconds = time.perf_counter() - started
-                    after = agent.stats()
-                    evaluated = (after["prompt_tokens"] - after["reused_tokens"]) - (
-                        before["prompt_tokens"] - before["reused_tokens"]
-                    )
+                    text = answer.text
+                    evaluated = answer.prompt_tokens - answer.reused_tokens
                     written = (line[:typed] + text.split("\n", 1)[0]).strip()
                     if typed == 0:
                         written = first_line(text)
@@ -128,6 +125,8 @@ def main() -> None:
             tasks_done += 1
             sys.stderr.write(f"{language} {n + 1}\n")
     pool.close()
+    if details:
+        details.close()
     report: dict[str, Any] = {"model": args.model, "tasks": tasks_done, "layouts": {}}
     for layout in LAYOUTS:
         report["layouts"][layout] = {
