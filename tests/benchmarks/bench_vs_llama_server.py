@@ -3,13 +3,16 @@
 Prints JSON. Usage:
   cd tests/benchmarks && ../../.venv/bin/python bench_vs_llama_server.py
       [--model qwen2.5-coder-0.5b] [--tasks 16] [--seed 3] [--first memlsp|llama-server]
+      [--rounds 1]
 
 The typing replay, on held-out HumanEval-FIM Python holes (one whole line removed): the file is
 opened with the cursor where the line's code starts (its indentation there, as an editor
 auto-indents), one request is made (the cold request: the file was just opened), then the line is
 typed one character at a time with one request per key, each answered before the next key. The
 two sides run one after the other (never together: two llama.cpp thread pools on 2 cores slow
-each other ~10x).
+each other ~10x). With `--rounds 2` they run A B B A (the order reversed each round) and each
+side's figures pool its rounds: a shared machine's speed drifts by 10-20 % over the minutes one
+side takes, which one A B pass puts wholly on one side; A B B A cancels a steady drift.
 
 - memlsp: the real server over stdio with a real LSP client (`textDocument/inlineCompletion`),
   default config apart from the model; whether a keystroke needed a model call, and the prompt
@@ -93,6 +96,18 @@ class Tally:
         # tokens generated, and the engine's own ms where it reports them.
         self.cold_detail: list[dict[str, Any]] = []
         self.joined = 0  # keystrokes that waited for a speculation under way (memlsp)
+
+    def add(self, other: Tally) -> None:
+        """Pool another round of the same side."""
+        self.cold += other.cold
+        self.keys += other.keys
+        self.keys_by_model += other.keys_by_model
+        self.evaluated += other.evaluated
+        for typed, hits in other.exact.items():
+            self.exact[typed] += hits
+        self.tasks += other.tasks
+        self.cold_detail += other.cold_detail
+        self.joined += other.joined
 
     def report(self) -> dict[str, Any]:
         keys = self.keys
@@ -285,6 +300,9 @@ def main() -> int:
         "--user-config", type=json.loads, default=None, help="memlsp's user config file, as JSON"
     )
     parser.add_argument("--sides", default="llama-server,memlsp", help="which sides to run")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="passes over both sides, the order reversed each"
+    )
     args = parser.parse_args()
     config = load_config(None).config
     spec = config.models[args.model]
@@ -295,11 +313,14 @@ def main() -> int:
     order = (
         ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
     )
-    for side in [s for s in order if s in args.sides.split(",")]:
-        if side == "memlsp":
-            sides[side] = asyncio.run(memlsp_side(args.model, tasks, args.user_config))
-        else:
-            sides[side] = llama_side(resolve(spec), threads, spec.n_ctx, tasks)
+    wanted = [s for s in order if s in args.sides.split(",")]
+    for round_no in range(args.rounds):
+        for side in wanted if round_no % 2 == 0 else wanted[::-1]:
+            if side == "memlsp":
+                tally = asyncio.run(memlsp_side(args.model, tasks, args.user_config))
+            else:
+                tally = llama_side(resolve(spec), threads, spec.n_ctx, tasks)
+            sides.setdefault(side, Tally()).add(tally)
     reports = {side: tally.report() for side, tally in sides.items()}
     ours, theirs = reports.get("memlsp"), reports.get("llama-server")
     result = {
@@ -309,6 +330,7 @@ def main() -> int:
         "tasks": args.tasks,
         "seed": args.seed,
         "order": order,
+        "rounds": args.rounds,
         "memlsp": ours,
         "llama_server": theirs,
         "user_config": args.user_config,
