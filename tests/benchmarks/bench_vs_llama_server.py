@@ -3,7 +3,7 @@
 Prints JSON. Usage:
   cd tests/benchmarks && ../../.venv/bin/python bench_vs_llama_server.py
       [--model qwen2.5-coder-0.5b] [--tasks 16] [--seed 3] [--first memlsp|llama-server]
-      [--rounds 1]
+      [--rounds 1] [--set humaneval|crossfile] [--package networkx]
 
 The typing replay, on held-out HumanEval-FIM Python holes (one whole line removed): the file is
 opened with the cursor where the line's code starts (its indentation there, as an editor
@@ -24,6 +24,14 @@ side takes, which one A B pass puts wholly on one side; A B B A cancels a steady
   greedy (top_k 1) like memlsp. Every keystroke is a model call (llama.vim's own client cache
   only answers a key whose text it has seen before).
 
+`--set crossfile`: bench_crossfile's tasks instead (a slice of an installed package copied into
+the workspace, `.venv/bin/pip install -e ".[bench]"` for networkx; a line cut where a name defined
+in another of its modules starts, the file opened at its own path), the rest of the line typed.
+memlsp indexes the workspace first (its memory supplies the other files); llama-server gets no
+`input_extra` (llama.vim's ring of chunks from the files a user opened before is empty in a
+session's first minutes). Real files are longer than HumanEval's: each side's own windows (memlsp's
+prefix and suffix budgets, llama.vim's 256 lines above and 64 below) decide what a prompt holds.
+
 Per side: share of keystrokes answered without a model call, latency of the keystrokes that needed
 one (p50/p95; for memlsp also those that waited for the speculation of their very cursor,
 counted in ``model_call_joined_a_speculation``), cold requests (p50/p95, and each taken apart),
@@ -40,9 +48,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_crossfile import DEFAULT_SCOPE as CROSSFILE_SCOPE
+from bench_crossfile import copy_slice, wait_for_index
 from common import (
     HUMANEVAL_FIM,
     close_document,
@@ -57,6 +68,7 @@ from common import (
     sample,
     type_char,
 )
+from crossfile_tasks import find_tasks, pick
 from llama_server import LlamaServer
 
 from memlsp.config import load_config
@@ -76,10 +88,33 @@ def written_line(typed: str, suggestion: str) -> str:
     return (typed + suggestion.split("\n", 1)[0]).strip()
 
 
-def task_lines(task: dict[str, Any]) -> tuple[str, str, str]:
-    """(prefix with the line's indentation, suffix, the hole's line without indentation)."""
-    prefix, suffix = line_hole(task["prompt"], task["suffix"], task["canonical_solution"])
-    return prefix, suffix, task["canonical_solution"].strip().split("\n")[0]
+@dataclass(frozen=True)
+class Hole:
+    """One typing replay: the document is prefix + suffix, the cursor where prefix ends, and
+    the user types ``target`` there (the rest of the line, stripped)."""
+
+    path: str  # relative to the workspace
+    prefix: str
+    suffix: str
+    target: str
+
+
+def humaneval_holes(rows: list[dict[str, Any]]) -> list[Hole]:
+    """A HumanEval-FIM line removed: the cursor where its code starts (after its indentation)."""
+    holes = []
+    for i, row in enumerate(rows):
+        prefix, suffix = line_hole(row["prompt"], row["suffix"], row["canonical_solution"])
+        line = row["canonical_solution"].strip().split("\n")[0]
+        holes.append(Hole(f"task_{i}.py", prefix, suffix, line))
+    return holes
+
+
+def crossfile_holes(root: Path, package: str, n: int, seed: int) -> list[Hole]:
+    """bench_crossfile's tasks in a slice of ``package`` copied to ``root``: a line cut where a
+    name defined in another module of the workspace starts (the file opened at its own path)."""
+    copy_slice(package, [s for s in CROSSFILE_SCOPE.split(",") if s], root)
+    tasks = pick(find_tasks(root, package), n, seed)
+    return [Hole(t.path, t.prefix, t.suffix, t.target.strip()) for t in tasks]
 
 
 class Tally:
@@ -148,12 +183,18 @@ def percentiles_plain(values: list[int]) -> dict[str, float]:
 
 
 async def memlsp_side(
-    model: str, tasks: list[dict[str, Any]], user_config: dict[str, Any] | None = None
+    model: str,
+    holes: list[Hole],
+    root: Path,
+    user_config: dict[str, Any] | None = None,
+    indexed: bool = False,
 ) -> Tally:
+    """``indexed``: the workspace holds files and the run waits for their indexing first."""
     tally = Tally()
-    root = Path(tempfile.mkdtemp(prefix="memlsp-vs-ws-"))
     session = lsp_session(root, user_config=user_config, agents={"generator": {"model": model}})
     async with session as client:
+        if indexed:
+            sys.stderr.write(f"memlsp: indexed {await wait_for_index(client)}\n")
 
         async def generator_stats() -> Any:
             return (await client.protocol.send_request_async("memlsp/status", {})).generator
@@ -179,10 +220,10 @@ async def memlsp_side(
         warm = open_document(client, root / "warm.py", "def add(a, b):\n    ", "python")
         await inline_text(client, warm, 1, 4)  # the model load is not a completion's latency
         close_document(client, warm)
-        for i, task in enumerate(tasks):
-            prefix, suffix, line_text = task_lines(task)
-            text, line, char = cursor_document(prefix, suffix)
-            uri = open_document(client, root / f"task_{i}.py", text, "python")
+        for i, hole in enumerate(holes):
+            line_text = hole.target
+            text, line, char = cursor_document(hole.prefix, hole.suffix)
+            uri = open_document(client, root / hole.path, text, "python")
             before = await generator_stats()
             suggestion, seconds, _ = await ask(uri, line, char)
             after = await generator_stats()
@@ -214,7 +255,7 @@ async def memlsp_side(
                     tally.exact[TYPED_FOR_EXACT] += written_line(typed, suggestion) == line_text
             close_document(client, uri)
             tally.tasks += 1
-            sys.stderr.write(f"memlsp {i + 1}/{len(tasks)}\n")
+            sys.stderr.write(f"memlsp {i + 1}/{len(holes)}\n")
     return tally
 
 
@@ -241,12 +282,12 @@ def llama_request(
     return str(answer.get("content", "")), seconds, evaluated, timings
 
 
-def llama_side(model_path: Path, threads: int, n_ctx: int, tasks: list[dict[str, Any]]) -> Tally:
+def llama_side(model_path: Path, threads: int, n_ctx: int, holes: list[Hole]) -> Tally:
     tally = Tally()
     with LlamaServer(model_path, threads=threads, n_ctx=n_ctx) as server:
         llama_request(server, "def add(a, b):\n    ", "")  # warm-up, as on the memlsp side
-        for i, task in enumerate(tasks):
-            prefix, suffix, line_text = task_lines(task)
+        for i, hole in enumerate(holes):
+            prefix, suffix, line_text = hole.prefix, hole.suffix, hole.target
             suggestion, seconds, evaluated, timings = llama_request(server, prefix, suffix)
             tally.cold.append(seconds)
             tally.cold_detail.append(
@@ -270,7 +311,7 @@ def llama_side(model_path: Path, threads: int, n_ctx: int, tasks: list[dict[str,
                 if n == TYPED_FOR_EXACT:
                     tally.exact[TYPED_FOR_EXACT] += written_line(typed, suggestion) == line_text
             tally.tasks += 1
-            sys.stderr.write(f"llama-server {i + 1}/{len(tasks)}\n")
+            sys.stderr.write(f"llama-server {i + 1}/{len(holes)}\n")
     return tally
 
 
@@ -294,6 +335,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument(
+        "--set",
+        choices=["humaneval", "crossfile"],
+        default="humaneval",
+        help="HumanEval-FIM lines, or bench_crossfile's cross-file lines in a package's slice",
+    )
+    parser.add_argument("--package", default="networkx", help="the crossfile set's package")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--first", choices=["memlsp", "llama-server"], default="llama-server")
     parser.add_argument(
@@ -307,8 +355,16 @@ def main() -> int:
     config = load_config(None).config
     spec = config.models[args.model]
     threads = spec.n_threads or (os.cpu_count() or 1)  # what memlsp's pool uses
-    rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
-    tasks = sample(rows, args.tasks, seed=args.seed)
+    root = Path(tempfile.mkdtemp(prefix="memlsp-vs-ws-"))
+    if args.set == "crossfile":
+        holes = crossfile_holes(root, args.package, args.tasks, args.seed)
+    else:
+        rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
+        holes = humaneval_holes(sample(rows, args.tasks, seed=args.seed))
+    user_config = args.user_config
+    if args.set == "crossfile":  # one store for all rounds: a round after the first embeds nothing
+        user_config = {"memory": {"path": str(root.parent / (root.name + "-store"))}}
+        user_config |= args.user_config or {}
     sides: dict[str, Tally] = {}
     order = (
         ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
@@ -317,9 +373,10 @@ def main() -> int:
     for round_no in range(args.rounds):
         for side in wanted if round_no % 2 == 0 else wanted[::-1]:
             if side == "memlsp":
-                tally = asyncio.run(memlsp_side(args.model, tasks, args.user_config))
+                indexed = args.set == "crossfile"
+                tally = asyncio.run(memlsp_side(args.model, holes, root, user_config, indexed))
             else:
-                tally = llama_side(resolve(spec), threads, spec.n_ctx, tasks)
+                tally = llama_side(resolve(spec), threads, spec.n_ctx, holes)
             sides.setdefault(side, Tally()).add(tally)
     reports = {side: tally.report() for side, tally in sides.items()}
     ours, theirs = reports.get("memlsp"), reports.get("llama-server")
@@ -328,6 +385,7 @@ def main() -> int:
         "model_file": str(resolve(spec)),
         "threads": threads,
         "tasks": args.tasks,
+        "set": args.set,
         "seed": args.seed,
         "order": order,
         "rounds": args.rounds,
