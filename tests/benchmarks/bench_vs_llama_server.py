@@ -363,8 +363,9 @@ def main() -> int:
         holes = humaneval_holes(sample(rows, args.tasks, seed=args.seed))
     user_config = args.user_config
     if args.set == "crossfile":  # one store for all rounds: a round after the first embeds nothing
-        user_config = {"memory": {"path": str(root.parent / (root.name + "-store"))}}
-        user_config |= args.user_config or {}
+        store = {"path": str(root.parent / (root.name + "-store"))}
+        given = dict(args.user_config or {})
+        user_config = {**given, "memory": {**store, **given.get("memory", {})}}
     sides: dict[str, Tally] = {}
     order = (
         ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
