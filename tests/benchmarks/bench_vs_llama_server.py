@@ -3,7 +3,7 @@
 Prints JSON. Usage:
   cd tests/benchmarks && ../../.venv/bin/python bench_vs_llama_server.py
       [--model qwen2.5-coder-0.5b] [--tasks 16] [--seed 3] [--first memlsp|llama-server]
-      [--rounds 1] [--set humaneval|crossfile] [--package networkx]
+      [--rounds 1] [--set humaneval|crossfile]
 
 The typing replay, on held-out HumanEval-FIM Python holes (one whole line removed): the file is
 opened with the cursor where the line's code starts (its indentation there, as an editor
@@ -79,6 +79,7 @@ PREFIX_LINES = 256  # llama.vim's defaults
 SUFFIX_LINES = 64
 N_PREDICT = 128
 T_MAX_PREDICT_MS = 1000
+CROSSFILE_PACKAGE = "networkx"  # the package bench_crossfile's DEFAULT_SCOPE slices
 
 
 def written_line(typed: str, suggestion: str) -> str:
@@ -109,11 +110,11 @@ def humaneval_holes(rows: list[dict[str, Any]]) -> list[Hole]:
     return holes
 
 
-def crossfile_holes(root: Path, package: str, n: int, seed: int) -> list[Hole]:
-    """bench_crossfile's tasks in a slice of ``package`` copied to ``root``: a line cut where a
+def crossfile_holes(root: Path, n: int, seed: int) -> list[Hole]:
+    """bench_crossfile's tasks in its networkx slice copied to ``root``: a line cut where a
     name defined in another module of the workspace starts (the file opened at its own path)."""
-    copy_slice(package, [s for s in CROSSFILE_SCOPE.split(",") if s], root)
-    tasks = pick(find_tasks(root, package), n, seed)
+    copy_slice(CROSSFILE_PACKAGE, [s for s in CROSSFILE_SCOPE.split(",") if s], root)
+    tasks = pick(find_tasks(root, CROSSFILE_PACKAGE), n, seed)
     return [Hole(t.path, t.prefix, t.suffix, t.target.strip()) for t in tasks]
 
 
@@ -341,7 +342,6 @@ def main() -> int:
         default="humaneval",
         help="HumanEval-FIM lines, or bench_crossfile's cross-file lines in a package's slice",
     )
-    parser.add_argument("--package", default="networkx", help="the crossfile set's package")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--first", choices=["memlsp", "llama-server"], default="llama-server")
     parser.add_argument(
@@ -356,16 +356,17 @@ def main() -> int:
     spec = config.models[args.model]
     threads = spec.n_threads or (os.cpu_count() or 1)  # what memlsp's pool uses
     root = Path(tempfile.mkdtemp(prefix="memlsp-vs-ws-"))
-    if args.set == "crossfile":
-        holes = crossfile_holes(root, args.package, args.tasks, args.seed)
-    else:
-        rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
-        holes = humaneval_holes(sample(rows, args.tasks, seed=args.seed))
+    crossfile = args.set == "crossfile"
     user_config = args.user_config
-    if args.set == "crossfile":  # one store for all rounds: a round after the first embeds nothing
+    if crossfile:
+        holes = crossfile_holes(root, args.tasks, args.seed)
+        # One store for all rounds: a round after the first embeds nothing.
         store = {"path": str(root.parent / (root.name + "-store"))}
         given = dict(args.user_config or {})
         user_config = {**given, "memory": {**store, **given.get("memory", {})}}
+    else:
+        rows = [r for r in load_jsonl(HUMANEVAL_FIM) if r["language"] == "py"]
+        holes = humaneval_holes(sample(rows, args.tasks, seed=args.seed))
     sides: dict[str, Tally] = {}
     order = (
         ["llama-server", "memlsp"] if args.first == "llama-server" else ["memlsp", "llama-server"]
@@ -374,8 +375,7 @@ def main() -> int:
     for round_no in range(args.rounds):
         for side in wanted if round_no % 2 == 0 else wanted[::-1]:
             if side == "memlsp":
-                indexed = args.set == "crossfile"
-                tally = asyncio.run(memlsp_side(args.model, holes, root, user_config, indexed))
+                tally = asyncio.run(memlsp_side(args.model, holes, root, user_config, crossfile))
             else:
                 tally = llama_side(resolve(spec), threads, spec.n_ctx, holes)
             sides.setdefault(side, Tally()).add(tally)
